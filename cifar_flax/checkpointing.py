@@ -1,0 +1,57 @@
+"""orbax checkpoints under WORKDIR/checkpoints: the best (lowest validation
+loss) and the latest, each with the run's bookkeeping (epoch, early stopping)
+so a run can resume exactly."""
+
+import os
+
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
+
+from cifar_flax import workdir as workdir_lib
+
+METRIC = 'val_loss'
+
+
+class NoCheckpointError(Exception):
+  """The workdir holds no checkpoint to restore."""
+
+
+def _val_loss(metrics):
+  return metrics[METRIC]
+
+
+def create_manager(workdir, read_only=False):
+  """Keeps the best checkpoint by validation loss AND the latest one."""
+  options = ocp.CheckpointManagerOptions(
+      best_fn=_val_loss, best_mode='min', read_only=read_only,
+      create=not read_only,
+      preservation_policy=policies.AnyPreservationPolicy([
+          policies.LatestN(1),
+          policies.BestN(get_metric_fn=_val_loss, reverse=True, n=1)]))
+  return ocp.CheckpointManager(
+      os.path.abspath(os.path.join(workdir, workdir_lib.CHECKPOINT_DIR)),
+      options=options, item_names=('state', 'meta'))
+
+
+def save(manager, epoch, state, meta, val_loss):
+  manager.save(epoch, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+               metrics={METRIC: float(val_loss)}, force=True)
+
+
+def restore(manager, step, abstract_state):
+  """(state, meta) of checkpoint `step`, laid out like `abstract_state`."""
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+  out = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+  return out.state, out.meta
+
+
+def best_step(manager, workdir):
+  step = manager.best_step()
+  if step is None:
+    raise NoCheckpointError(
+        f'no checkpoint in {os.path.join(workdir, workdir_lib.CHECKPOINT_DIR)}'
+        ': train first (python main.py --config=... --workdir=...)')
+  return step

@@ -1,0 +1,232 @@
+"""CIFAR-100 from the official python archive or from tensorflow-datasets.
+
+Both sources give the same thing: uint8 NHWC images, int32 labels and class
+names, split like the paper (the first `validation_fraction` of the training
+set validates, as Keras ImageDataGenerator(validation_split=...) does).
+TensorFlow is imported only when tensorflow-datasets is the source.
+"""
+
+import dataclasses
+import os
+import pickle
+import tarfile
+import zlib
+
+import numpy as np
+
+ARCHIVE_NAME = 'cifar-100-python.tar.gz'
+FOLDER_NAME = 'cifar-100-python'
+IMAGE_SHAPE = (32, 32, 3)
+_LABEL_KEYS = {'fine': ('fine_labels', 'fine_label_names'),
+               'coarse': ('coarse_labels', 'coarse_label_names')}
+
+
+class DataError(Exception):
+  """The data is missing, unreadable or not shaped like CIFAR-100."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  images: np.ndarray  # (N, 32, 32, 3) uint8
+  labels: np.ndarray  # (N,) int32
+
+  def __len__(self):
+    return len(self.labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  train: Split
+  validation: Split
+  test: Split
+  class_names: tuple
+  # Fine-to-coarse label map (100,) when both are known, else None.
+  fine_to_coarse: np.ndarray | None = None
+
+  @property
+  def num_classes(self):
+    return len(self.class_names)
+
+
+def _check_arrays(images, labels, num_classes, where):
+  if images.ndim != 4 or images.shape[1:] != IMAGE_SHAPE:
+    raise DataError(f'{where}: images have shape {images.shape}, expected '
+                    f'(N, 32, 32, 3)')
+  if images.dtype != np.uint8:
+    raise DataError(f'{where}: images are {images.dtype}, expected uint8')
+  if labels.shape != (images.shape[0],):
+    raise DataError(f'{where}: {labels.shape[0] if labels.ndim else 0} labels '
+                    f'for {images.shape[0]} images')
+  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+    raise DataError(f'{where}: labels outside [0, {num_classes})')
+
+
+def _unpickle(raw, where):
+  try:
+    obj = pickle.loads(raw, encoding='latin1')
+  except Exception as e:  # pickle raises many types on corrupt input.
+    raise DataError(f'{where}: not a readable pickle ({type(e).__name__}: '
+                    f'{e})') from e
+  if not isinstance(obj, dict):
+    raise DataError(f'{where}: expected a dict, found {type(obj).__name__}')
+  return obj
+
+
+def _get(obj, key, where):
+  if key not in obj:
+    raise DataError(f'{where}: missing key {key!r} (has {sorted(obj)})')
+  return obj[key]
+
+
+def _decode_split(obj, label_key, num_classes, where):
+  data = np.asarray(_get(obj, 'data', where))
+  labels = np.asarray(_get(obj, label_key, where), dtype=np.int64)
+  if data.ndim != 2 or data.shape[1] != 3072:
+    raise DataError(f'{where}: data has shape {data.shape}, expected (N, 3072)')
+  # Each row: the red plane, then green, then blue, each 32x32 row-major.
+  images = data.astype(np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+  _check_arrays(images, labels, num_classes, where)
+  return Split(np.ascontiguousarray(images), labels.astype(np.int32))
+
+
+def _read_members(data_dir):
+  """Returns {'train', 'test', 'meta'} -> (bytes, description for errors)."""
+  if not data_dir:
+    raise DataError('no data_dir given')
+  if not os.path.isdir(data_dir):
+    raise DataError(f'data_dir {data_dir!r} does not exist or is not a '
+                    f'directory (it should hold {ARCHIVE_NAME} or '
+                    f'{FOLDER_NAME}/)')
+  folder = os.path.join(data_dir, FOLDER_NAME)
+  archive = os.path.join(data_dir, ARCHIVE_NAME)
+  names = ('train', 'test', 'meta')
+  if os.path.isdir(folder):
+    out = {}
+    for name in names:
+      path = os.path.join(folder, name)
+      if not os.path.isfile(path):
+        raise DataError(f'{path}: missing (expected the official '
+                        f'{FOLDER_NAME}/ layout with train, test, meta)')
+      with open(path, 'rb') as f:
+        out[name] = (f.read(), path)
+    return out
+  if not os.path.isfile(archive):
+    raise DataError(f'{data_dir!r} holds neither {ARCHIVE_NAME} nor '
+                    f'{FOLDER_NAME}/')
+  out = {}
+  try:
+    with tarfile.open(archive, 'r:gz') as tar:
+      for name in names:
+        member = f'{FOLDER_NAME}/{name}'
+        where = f'{archive}:{member}'
+        try:
+          f = tar.extractfile(member)
+        except KeyError:
+          raise DataError(f'{archive}: no member {member!r} (expected the '
+                          f'official layout with train, test, meta)') from None
+        if f is None:
+          raise DataError(f'{where}: not a regular file')
+        out[name] = (f.read(), where)
+  except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+    raise DataError(f'{archive}: truncated or corrupt archive '
+                    f'({type(e).__name__}: {e})') from e
+  return out
+
+
+def load_archive(data_dir, label_type='fine'):
+  """Reads the official python archive (or its extracted folder) in place.
+
+  Returns (train Split, test Split, class_names, fine_to_coarse).
+  """
+  label_key, names_key = _label_keys(label_type)
+  members = _read_members(data_dir)
+  meta = _unpickle(*members['meta'])
+  class_names = tuple(_get(meta, names_key, members['meta'][1]))
+  train_obj = _unpickle(*members['train'])
+  test_obj = _unpickle(*members['test'])
+  train = _decode_split(train_obj, label_key, len(class_names),
+                        members['train'][1])
+  test = _decode_split(test_obj, label_key, len(class_names),
+                       members['test'][1])
+  fine_to_coarse = None
+  if 'fine_labels' in train_obj and 'coarse_labels' in train_obj:
+    fine_to_coarse = _fine_to_coarse(train_obj['fine_labels'],
+                                     train_obj['coarse_labels'])
+  return train, test, class_names, fine_to_coarse
+
+
+def _fine_to_coarse(fine, coarse):
+  fine, coarse = np.asarray(fine), np.asarray(coarse)
+  mapping = np.full(100, -1, dtype=np.int32)
+  mapping[fine] = coarse
+  return mapping if (mapping >= 0).all() else None
+
+
+def _label_keys(label_type):
+  if label_type not in _LABEL_KEYS:
+    raise DataError(f'label_type {label_type!r}: expected one of '
+                    f'{sorted(_LABEL_KEYS)}')
+  return _LABEL_KEYS[label_type]
+
+
+def load_tfds(label_type='fine', data_dir=None):
+  """Reads tensorflow-datasets' 'cifar100' (imports TensorFlow)."""
+  _label_keys(label_type)
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  label_key = 'label' if label_type == 'fine' else 'coarse_label'
+  splits = {}
+  builder = tfds.builder('cifar100', data_dir=data_dir or None)
+  for split in ('train', 'test'):
+    # Batched reads: batch_size=-1 crashes TensorFlow 2.21 under mock data.
+    batches = list(tfds.as_numpy(tfds.load(
+        'cifar100', split=split, data_dir=data_dir or None,
+        batch_size=10_000, shuffle_files=False)))
+    if not batches:
+      raise DataError(f'tfds cifar100/{split}: no examples')
+    cat = lambda key: np.concatenate([b[key] for b in batches])
+    images = cat('image').astype(np.uint8)
+    labels = cat(label_key).astype(np.int32)
+    fine, coarse = cat('label'), cat('coarse_label')
+    splits[split] = (Split(images, labels), fine, coarse)
+  class_names = tuple(builder.info.features[label_key].names)
+  for split, (s, _, _) in splits.items():
+    _check_arrays(s.images, s.labels, len(class_names), f'tfds cifar100/{split}')
+  train, fine, coarse = splits['train']
+  return train, splits['test'][0], class_names, _fine_to_coarse(fine, coarse)
+
+
+def validation_split(split, fraction):
+  """Keras ImageDataGenerator semantics: the first `fraction` validates."""
+  if not 0.0 < fraction < 1.0:
+    raise DataError(f'validation_fraction must be in (0, 1), got {fraction}')
+  n_val = int(len(split) * fraction)
+  if n_val == 0 or n_val == len(split):
+    raise DataError(f'validation_fraction {fraction} of {len(split)} training '
+                    f'images leaves an empty split')
+  return (Split(split.images[n_val:], split.labels[n_val:]),
+          Split(split.images[:n_val], split.labels[:n_val]))
+
+
+def _head(split, n):
+  return split if not n else Split(split.images[:n], split.labels[:n])
+
+
+def load_dataset(config):
+  """The train/validation/test splits the config asks for."""
+  if config.data_dir:
+    train, test, names, f2c = load_archive(
+        os.path.expanduser(config.data_dir), config.label_type)
+  else:
+    train, test, names, f2c = load_tfds(config.label_type,
+                                        config.tfds_data_dir)
+  train, val = validation_split(_head(train, config.train_subset),
+                                config.validation_fraction)
+  return Dataset(train=train, validation=val,
+                 test=_head(test, config.test_subset), class_names=names,
+                 fine_to_coarse=f2c)
+
+
+def channel_mean(images):
+  """Per-channel mean in [0, 1] (Keras featurewise_center on x/255)."""
+  return (images.reshape(-1, 3).astype(np.float64).mean(axis=0) /
+          255.0).astype(np.float32)

@@ -1,0 +1,83 @@
+"""The files of a run's workdir: config.json, history.json, eval.json."""
+
+import json
+import math
+import os
+import tempfile
+
+CONFIG_FILE = 'config.json'
+HISTORY_FILE = 'history.json'
+EVAL_FILE = 'eval.json'
+CHECKPOINT_DIR = 'checkpoints'
+
+
+class WorkdirError(Exception):
+  """The workdir cannot be used as asked."""
+
+
+def _clean(obj):
+  """JSON-safe copy: tuples to lists, non-finite floats to strings."""
+  if isinstance(obj, dict):
+    return {k: _clean(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [_clean(v) for v in obj]
+  if isinstance(obj, float) and not math.isfinite(obj):
+    return str(obj)
+  return obj
+
+
+def write_json(path, obj):
+  """Writes atomically: a reader (or a kill) never sees a partial file."""
+  d = os.path.dirname(path) or '.'
+  fd, tmp = tempfile.mkstemp(dir=d, prefix='.' + os.path.basename(path))
+  with os.fdopen(fd, 'w') as f:
+    json.dump(_clean(obj), f, indent=1, allow_nan=False)
+    f.flush()
+    os.fsync(f.fileno())
+  os.chmod(tmp, 0o644)
+  os.replace(tmp, path)
+
+
+def read_json(path, default=None):
+  if not os.path.exists(path):
+    return default
+  with open(path) as f:
+    return json.load(f)
+
+
+def read_history(workdir):
+  return read_json(os.path.join(workdir, HISTORY_FILE), [])
+
+
+def write_history(workdir, history):
+  write_json(os.path.join(workdir, HISTORY_FILE), history)
+
+
+def config_to_dict(config):
+  return json.loads(config.to_json_best_effort())
+
+
+def prepare(workdir, config, ignore_keys=()):
+  """Creates the workdir, checks it is writable and holds no other run.
+
+  A workdir whose config.json differs from `config` (outside `ignore_keys`,
+  fields that may change between attempts of one run) is refused.
+  """
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = tempfile.NamedTemporaryFile(dir=workdir, prefix='.write-test')
+    probe.close()
+  except OSError as e:
+    raise WorkdirError(f'workdir {workdir!r} is not writable: {e}') from e
+  path = os.path.join(workdir, CONFIG_FILE)
+  new = config_to_dict(config)
+  old = read_json(path)
+  if old is not None:
+    differ = sorted(k for k in set(old) | set(new)
+                    if k not in ignore_keys and old.get(k) != new.get(k))
+    if differ:
+      raise WorkdirError(
+          f'workdir {workdir!r} holds a run with a different config (fields '
+          f'{", ".join(differ)}); use another --workdir, or set '
+          f'--config.allow_config_change=True to continue it anyway')
+  write_json(path, new)

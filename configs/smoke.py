@@ -1,0 +1,23 @@
+"""A few minutes on 2 CPU cores: cnn5 on 10,000 real training images.
+
+Checks the whole path (data, augmentation, training, checkpoints, eval) for a
+newcomer without a GPU. Evaluation still uses all 10,000 test images.
+Run:  python main.py --config=configs/smoke.py --workdir=runs/smoke \
+        --config.data_dir=../shared/data
+      python main.py --config=configs/smoke.py --workdir=runs/smoke --mode=eval
+Expected: test top-1 well above chance (1%); see the README for the measured value.
+"""
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.model = 'cnn5'
+  config.conv_dropout = (0.0, 0.0, 0.0)
+  config.dense_dropout = 0.0
+  config.learning_rate = 1e-3
+  config.train_subset = 10_000
+  config.num_epochs = 6
+  config.patience = 3
+  return config

@@ -1,0 +1,15 @@
+"""Tiny settings for the unit tests: cnn5, a handful of images, 2 epochs."""
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.model = 'cnn5'
+  config.learning_rate = 1e-3
+  config.batch_size = 8
+  config.eval_batch_size = 16
+  config.num_epochs = 2
+  config.patience = 2
+  config.compilation_cache_dir = ''
+  return config

@@ -1,0 +1,35 @@
+"""cifar_flax: python main.py --config=configs/final.py --workdir=runs/final [--mode=...]."""
+
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    'config', None, 'Path to a config file (configs/*.py).', lock_config=True)
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, history, '
+                    'metrics and reports of one run.')
+flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'train: train (or resume) '
+                  'then evaluate; eval: evaluate the best checkpoint.')
+flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() first '
+                  '(one process per host; see the README).')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if not FLAGS['verbosity'].present:  # orbax logs every save at INFO.
+    logging.set_verbosity(logging.WARNING)
+  import jax  # pylint: disable=g-import-not-at-top
+  if FLAGS.multihost:
+    jax.distributed.initialize()
+  from cifar_flax import cli  # pylint: disable=g-import-not-at-top
+  sys.exit(cli.run(FLAGS.config, FLAGS.workdir, FLAGS.mode))
+
+
+if __name__ == '__main__':
+  app.run(main)

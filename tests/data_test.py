@@ -1,0 +1,162 @@
+"""The two data sources, the paper's split and clear errors on bad input."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cifar_flax import data
+import conftest
+
+
+def test_archive_layout_and_split(tiny_config):
+  ds = data.load_dataset(tiny_config)
+  assert ds.train.images.dtype == np.uint8
+  assert ds.train.images.shape[1:] == (32, 32, 3)
+  # 250 training images: the first 20% (50) validate, the rest train.
+  assert len(ds.validation) == 50 and len(ds.train) == 200
+  raw = conftest.fake_split(250, 0)
+  np.testing.assert_array_equal(ds.validation.labels, raw['fine_labels'][:50])
+  np.testing.assert_array_equal(ds.train.labels, raw['fine_labels'][50:])
+  # Row layout: red plane, green plane, blue plane, each row-major.
+  first = raw['data'][0]
+  assert ds.validation.images[0, 0, 1, 0] == first[1]
+  assert ds.validation.images[0, 1, 0, 1] == first[1024 + 32]
+  assert ds.validation.images[0, 31, 31, 2] == first[3071]
+  assert len(ds.test) == 120 and ds.num_classes == 100
+  assert ds.class_names[3] == 'fine3'
+  assert ds.fine_to_coarse[7] == 1
+
+
+def test_coarse_labels_and_subsets(tiny_config):
+  tiny_config.label_type = 'coarse'
+  tiny_config.train_subset = 100
+  tiny_config.test_subset = 30
+  ds = data.load_dataset(tiny_config)
+  assert ds.num_classes == 20 and ds.class_names[0] == 'coarse0'
+  assert len(ds.train) == 80 and len(ds.validation) == 20 and len(ds.test) == 30
+  assert ds.train.labels.max() < 20
+
+
+def test_extracted_folder(tmp_path):
+  conftest.write_archive(str(tmp_path), extracted=True)
+  train, test, names, _ = data.load_archive(str(tmp_path))
+  assert len(train) == 250 and len(test) == 120 and len(names) == 100
+
+
+def test_validation_fraction_field(tiny_config):
+  tiny_config.validation_fraction = 0.5
+  ds = data.load_dataset(tiny_config)
+  assert len(ds.validation) == 125 and len(ds.train) == 125
+
+
+def test_missing_path_is_named(tmp_path):
+  with pytest.raises(data.DataError, match='does not exist'):
+    data.load_archive(str(tmp_path / 'nowhere'))
+  with pytest.raises(data.DataError, match='neither cifar-100-python.tar.gz'):
+    data.load_archive(str(tmp_path))
+
+
+def test_archive_without_members(tmp_path):
+  members = {'train': conftest.fake_split(10, 0), 'meta': conftest.fake_meta()}
+  conftest.write_archive(str(tmp_path), members=members)
+  with pytest.raises(data.DataError, match="no member 'cifar-100-python/test'"):
+    data.load_archive(str(tmp_path))
+
+
+def test_truncated_archive(tmp_path):
+  path = conftest.write_archive(str(tmp_path))
+  blob = open(path, 'rb').read()
+  with open(path, 'wb') as f:
+    f.write(blob[:len(blob) // 2])
+  with pytest.raises(data.DataError, match='truncated or corrupt archive'):
+    data.load_archive(str(tmp_path))
+
+
+def test_corrupt_pickle_names_member(tmp_path):
+  members = {'train': b'not a pickle at all', 'test': conftest.fake_split(5, 1),
+             'meta': conftest.fake_meta()}
+  conftest.write_archive(str(tmp_path), members=members)
+  with pytest.raises(data.DataError, match='cifar-100-python/train: not a '
+                     'readable pickle'):
+    data.load_archive(str(tmp_path))
+
+
+def test_wrong_shape_and_missing_key(tmp_path):
+  bad = conftest.fake_split(10, 0)
+  bad['data'] = bad['data'][:, :100]
+  members = {'train': bad, 'test': conftest.fake_split(5, 1),
+             'meta': conftest.fake_meta()}
+  conftest.write_archive(str(tmp_path / 'a'), members=members)
+  with pytest.raises(data.DataError, match=r'train: data has shape \(10, 100\)'):
+    data.load_archive(str(tmp_path / 'a'))
+  nolabels = conftest.fake_split(10, 0)
+  del nolabels['fine_labels']
+  members['train'] = nolabels
+  conftest.write_archive(str(tmp_path / 'b'), members=members)
+  with pytest.raises(data.DataError, match="missing key 'fine_labels'"):
+    data.load_archive(str(tmp_path / 'b'))
+
+
+def test_label_count_mismatch(tmp_path):
+  bad = conftest.fake_split(10, 0)
+  bad['fine_labels'] = bad['fine_labels'][:7]
+  members = {'train': bad, 'test': conftest.fake_split(5, 1),
+             'meta': conftest.fake_meta()}
+  conftest.write_archive(str(tmp_path), members=members)
+  with pytest.raises(data.DataError, match='7 labels for 10 images'):
+    data.load_archive(str(tmp_path))
+
+
+def test_archive_path_never_imports_tensorflow(fake_data_dir):
+  """Training on the archive works with TensorFlow made unimportable."""
+  code = f'''
+import importlib.machinery, sys
+_find = importlib.machinery.PathFinder.find_spec
+def find_spec(name, path=None, target=None):  # As if TF were not installed.
+  if name.split('.')[0] in ('tensorflow', 'tensorflow_datasets'):
+    return None
+  return _find(name, path, target)
+importlib.machinery.PathFinder.find_spec = staticmethod(find_spec)
+sys.path.insert(0, {conftest.ROOT!r})
+from configs import test
+from cifar_flax import data, train
+c = test.get_config(); c.data_dir = {fake_data_dir!r}; c.num_epochs = 1
+import tempfile
+r = train.train_and_evaluate(c, tempfile.mkdtemp())
+assert r['num_examples'] == 120, r
+assert 'tensorflow' not in sys.modules
+print('OK')
+'''
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                       text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'OK' in out.stdout
+
+
+def test_tfds_source_with_mock_data(tiny_config):
+  tfds = pytest.importorskip('tensorflow_datasets')
+  tiny_config.data_dir = ''
+  with tfds.testing.mock_data(num_examples=40):
+    ds = data.load_dataset(tiny_config)
+  assert len(ds.train) + len(ds.validation) == 40
+  assert len(ds.validation) == 8
+  assert ds.train.images.shape[1:] == (32, 32, 3)
+  assert ds.train.images.dtype == np.uint8
+  assert ds.num_classes == 100
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(
+    conftest.REAL_DATA, 'cifar-100-python.tar.gz')), reason='no real archive')
+def test_real_archive_matches_official_statistics():
+  train, test, names, f2c = data.load_archive(conftest.REAL_DATA)
+  assert len(train) == 50_000 and len(test) == 10_000
+  np.testing.assert_allclose(data.channel_mean(train.images),
+                             [0.50707516, 0.48654887, 0.44091784], atol=1e-6)
+  np.testing.assert_allclose(data.channel_mean(test.images),
+                             [0.50879641, 0.48739301, 0.44194221], atol=1e-6)
+  assert names[0] == 'apple' and len(names) == 100
+  assert np.bincount(train.labels).tolist() == [500] * 100
+  assert f2c is not None and set(f2c.tolist()) == set(range(20))

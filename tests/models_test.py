@@ -1,0 +1,76 @@
+"""The paper's networks: exact parameter counts, init, dropout, dtypes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cifar_flax import models
+from configs import default
+
+
+def _count(model):
+  params = jax.eval_shape(model.init, jax.random.key(0),
+                          jnp.zeros((1, 32, 32, 3)))['params']
+  return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+
+
+def test_parameter_counts_match_the_paper():
+  assert _count(models.cnn9(conv_dropout=(0.2, 0.5, 0.5),
+                            dense_dropout=0.5)) == 13_870_484
+  assert _count(models.cnn5(conv_dropout=(0, 0, 0),
+                            dense_dropout=0.0)) == 643_492
+
+
+def test_coarse_head_and_create_model():
+  config = default.get_config()
+  config.model = 'cnn5'
+  model = models.create_model(config, num_classes=20)
+  assert _count(model) == 643_492 - 256 * 80 - 80
+
+
+def test_keras_init_and_forward():
+  config = default.get_config()
+  config.model = 'cnn5'
+  model = models.create_model(config, 100)
+  x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
+  variables = model.init(jax.random.key(0), x)
+  for name, layer in variables['params'].items():
+    assert not np.any(layer['bias']), name  # Zero biases.
+  k = variables['params']['Conv_0']['kernel']
+  limit = np.sqrt(6.0 / (3 * 3 * 3 + 3 * 3 * 32))  # Glorot uniform.
+  assert np.abs(k).max() <= limit and np.abs(k).max() > 0.8 * limit
+  logits = model.apply(variables, x)
+  assert logits.shape == (4, 100) and logits.dtype == jnp.float32
+  assert np.all(np.isfinite(logits))
+
+
+def test_dropout_only_in_training():
+  model = models.cnn5(conv_dropout=(0.5, 0.5, 0.5), dense_dropout=0.5)
+  x = jnp.ones((2, 32, 32, 3))
+  v = model.init(jax.random.key(0), x)
+  np.testing.assert_array_equal(model.apply(v, x), model.apply(v, x))
+  a = model.apply(v, x, train=True, rngs={'dropout': jax.random.key(1)})
+  b = model.apply(v, x, train=True, rngs={'dropout': jax.random.key(2)})
+  assert not np.allclose(a, b)
+
+
+@pytest.mark.parametrize('activation', ['relu', 'elu'])
+def test_activation_and_bf16(activation):
+  config = default.get_config()
+  config.model = 'cnn5'
+  config.activation = activation
+  config.dtype = 'bfloat16'
+  model = models.create_model(config, 100)
+  assert model.activation is models.ACTIVATIONS[activation]
+  x = jnp.ones((2, 32, 32, 3))
+  v = model.init(jax.random.key(0), x)
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(v))
+  assert model.apply(v, x).dtype == jnp.float32
+
+
+def test_unknown_model_is_named():
+  config = default.get_config()
+  config.model = 'resnet9000'
+  with pytest.raises(ValueError, match='resnet9000'):
+    models.create_model(config, 100)

@@ -1,0 +1,151 @@
+"""Training: one real step, both loop forms, early stopping, checkpoints, eval."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cifar_flax import checkpointing
+from cifar_flax import data
+from cifar_flax import early_stopping
+from cifar_flax import evaluate
+from cifar_flax import loop
+from cifar_flax import metrics as metrics_lib
+from cifar_flax import models
+from cifar_flax import train
+
+
+def _state(config, num_classes=100):
+  model = models.create_model(config, num_classes)
+  return train.create_train_state(config, model, jax.random.key(0))
+
+
+def _batch(n=8, seed=0):
+  rng = np.random.default_rng(seed)
+  return {'image': jnp.asarray(rng.integers(0, 256, (n, 32, 32, 3)), jnp.uint8),
+          'label': jnp.asarray(rng.integers(0, 100, n), jnp.int32),
+          'mask': jnp.ones(n)}
+
+
+def test_one_training_step_is_finite_and_learns(tiny_config):
+  state = _state(tiny_config)
+  step = jax.jit(lambda s, b, k: train.train_step(
+      s, b, k, mean=jnp.full(3, 0.5), aug_config=tiny_config.augment))
+  batch = _batch()
+  new, m = step(state, batch, jax.random.key(1))
+  m = m.compute()
+  assert np.isfinite(m['loss']) and 0 <= m['top1'] <= m['top5'] <= 1
+  assert int(new.step) == 1
+  assert all(np.all(np.isfinite(p)) for p in jax.tree.leaves(new.params))
+  assert not np.allclose(new.params['Dense_1']['kernel'],
+                         state.params['Dense_1']['kernel'])
+  for _ in range(30):  # Overfits one batch.
+    new, m = step(new, batch, jax.random.key(1))
+  assert m.compute()['loss'] < 0.5 * (np.log(100))
+
+
+def test_masked_examples_do_not_count(tiny_config):
+  state = _state(tiny_config)
+  step = lambda b: train.eval_step(state, b, mean=jnp.zeros(3),
+                                   aug_config=tiny_config.augment).compute()
+  full = _batch(6)
+  padded = {k: jnp.concatenate([v, v[:2] * 0]) for k, v in full.items()}
+  a, b = step(full), step(padded)
+  for k in a:
+    np.testing.assert_allclose(a[k], b[k], rtol=1e-6)
+
+
+def test_optimizers_use_keras_epsilon(tiny_config):
+  for name in ('adam', 'rmsprop'):
+    tiny_config.optimizer = name
+    tx = train.create_optimizer(tiny_config)
+    g = {'w': jnp.array([1e-4])}
+    u, _ = tx.update(g, tx.init(g))
+    assert np.isfinite(u['w']).all()
+  tiny_config.optimizer = 'sgd'
+  with pytest.raises(ValueError, match='sgd'):
+    train.create_optimizer(tiny_config)
+
+
+def test_batch_plan_pads_and_masks():
+  idx, mask = loop.batch_plan(jax.random.key(0), 10, 4)
+  assert idx.shape == (3, 4) and mask.sum() == 10
+  assert sorted(np.asarray(idx).ravel()[:10].tolist()) == list(range(10))
+  idx, mask = loop.batch_plan(None, 10, 4)
+  np.testing.assert_array_equal(idx.ravel()[:10], np.arange(10))
+  np.testing.assert_array_equal(mask.ravel(), [1] * 10 + [0, 0])
+
+
+def test_scan_and_step_forms_agree(tiny_config):
+  ds = data.load_dataset(tiny_config)
+  state = _state(tiny_config)
+  step = lambda s, b, k: train.train_step(
+      s, b, k, mean=jnp.full(3, 0.5), aug_config=tiny_config.augment)
+  images, labels = jnp.asarray(ds.train.images), jnp.asarray(ds.train.labels)
+  out = {}
+  for form in ('scan', 'step'):
+    p = loop.make_train_pass(step, 64, form)
+    s, m = p(state, images, labels, jax.random.key(5))
+    out[form] = (s, m.compute())
+  for k in out['scan'][1]:
+    np.testing.assert_allclose(out['scan'][1][k], out['step'][1][k], rtol=1e-4)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
+               out['scan'][0].params, out['step'][0].params)
+
+
+def test_early_stopping_has_keras_semantics():
+  stopper = early_stopping.EarlyStopping(patience=20)
+  losses = list(np.linspace(3, 1, 63)) + [1.0] * 40  # Best at epoch 63.
+  for epoch, loss in enumerate(losses, start=1):
+    stopper.update(epoch, loss)
+    if stopper.should_stop:
+      break
+  assert (stopper.best_epoch, epoch) == (63, 83)
+  s = early_stopping.EarlyStopping(patience=2)
+  assert s.update(1, 1.0) and not s.update(2, 1.0) and not s.should_stop
+  assert not s.update(3, 1.5) and s.should_stop  # Equal is no improvement.
+
+
+def test_manager_keeps_best_and_latest(tmp_path, tiny_config):
+  state = _state(tiny_config)
+  manager = checkpointing.create_manager(str(tmp_path))
+  for step, loss in [(1, 0.5), (2, 0.3), (3, 0.4), (4, 0.6)]:
+    checkpointing.save(manager, step, state, {'epoch': step}, loss)
+  manager.wait_until_finished()
+  assert sorted(manager.all_steps()) == [2, 4]
+  assert manager.best_step() == 2 and manager.latest_step() == 4
+  restored, meta = checkpointing.restore(manager, 2, state)
+  assert meta == {'epoch': 2}
+  jax.tree.map(np.testing.assert_array_equal, restored.params, state.params)
+  manager.close()
+
+
+def test_train_and_evaluate_end_to_end(tmp_path, tiny_config):
+  workdir = str(tmp_path / 'run')
+  result = train.train_and_evaluate(tiny_config, workdir)
+  history = json.load(open(os.path.join(workdir, 'history.json')))
+  assert [h['epoch'] for h in history] == [1, 2]
+  for key in ('train_loss', 'train_top1', 'val_loss', 'val_top1',
+              'epoch_seconds'):
+    assert all(np.isfinite(h[key]) for h in history), key
+  config = json.load(open(os.path.join(workdir, 'config.json')))
+  assert config['batch_size'] == 8 and config['augment']['zoom_range'] == 0.2
+  assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir))
+  ev = json.load(open(os.path.join(workdir, 'eval.json')))
+  assert ev == result and ev['num_examples'] == 120
+  assert 0 <= ev['test_top1'] <= ev['test_top5'] <= 1
+  # eval.json equals a direct pass over every test image, none dropped.
+  restored = evaluate.load_best(tiny_config, workdir)
+  ds = data.load_dataset(tiny_config)
+  logits = train.predict_logits(restored.state, ds.test.images, restored.mean,
+                                tiny_config.augment)
+  top1 = np.mean(np.argmax(logits, -1) == ds.test.labels)
+  loss = np.mean(metrics_lib.cross_entropy(logits, ds.test.labels))
+  np.testing.assert_allclose(ev['test_top1'], top1, rtol=1e-6)
+  np.testing.assert_allclose(ev['test_loss'], loss, rtol=1e-4)
+  best = min(history, key=lambda h: h['val_loss'])['epoch']
+  assert ev['checkpoint_epoch'] == best == restored.epoch
+  assert restored.class_names[5] == 'fine5'
