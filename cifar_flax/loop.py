@@ -53,6 +53,12 @@ def _gather(images, labels, idx, mask, sharding):
   return batch
 
 
+@jax.jit
+def _empty_accumulator():
+  """Fresh metrics and step counter, made on device (no host transfer)."""
+  return metrics_lib.Metrics.empty(), jnp.zeros((), jnp.int32)
+
+
 def make_train_pass(train_step, batch_size, form, sharding=None):
   """Returns pass(state, images, labels, rng) -> (state, Metrics).
 
@@ -85,15 +91,15 @@ def make_train_pass(train_step, batch_size, form, sharding=None):
   @jax.jit
   def one_step(state, acc, images, labels, xs, i):
     x_i = jax.tree.map(lambda a: a[i], xs)
-    return body(images, labels, (state, acc), x_i)[0]
+    return body(images, labels, (state, acc), x_i)[0] + (i + 1,)
 
   def step_pass(state, images, labels, rng):
     xs = plan_jit(images, rng)
-    acc = metrics_lib.Metrics.empty()
-    for i in range(num_batches(images.shape[0], batch_size)):
-      state, acc = one_step(state, acc, images, labels, xs, i)
+    # The step counter lives on device: no host-to-device copy per step.
+    acc, i = _empty_accumulator()
+    for _ in range(num_batches(images.shape[0], batch_size)):
+      state, acc, i = one_step(state, acc, images, labels, xs, i)
     return state, acc
-  step_pass.one_step = one_step
   return step_pass
 
 
@@ -116,12 +122,12 @@ def make_eval_pass(eval_step, batch_size, form, sharding=None):
   @functools.partial(jax.jit, static_argnums=(3,))
   def one_step(state, images, labels, n, acc, i):
     idx, mask = batch_plan(None, n, batch_size)
-    return body(state, images, labels, acc, (idx[i], mask[i]))[0]
+    return body(state, images, labels, acc, (idx[i], mask[i]))[0], i + 1
 
   def step_pass(state, images, labels):
-    acc = metrics_lib.Metrics.empty()
+    acc, i = _empty_accumulator()
     n = images.shape[0]
-    for i in range(num_batches(n, batch_size)):
-      acc = one_step(state, images, labels, n, acc, i)
+    for _ in range(num_batches(n, batch_size)):
+      acc, i = one_step(state, images, labels, n, acc, i)
     return acc
   return step_pass

@@ -1,0 +1,79 @@
+"""No host in the hot loop, and data parallelism over several devices."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cifar_flax import data
+from cifar_flax import models
+from cifar_flax import sharding
+from cifar_flax import train
+import conftest
+
+
+@pytest.mark.parametrize('form', ['step', 'scan'])
+def test_epoch_runs_without_host_transfers(tiny_config, form):
+  tiny_config.loop = form
+  tiny_config.train_subset = 100
+  ds = data.load_dataset(tiny_config)
+  mesh = sharding.data_mesh()
+  programs = train.Programs(tiny_config, ds, mesh)
+  model = models.create_model(tiny_config, ds.num_classes)
+  state = sharding.replicate(
+      train.create_train_state(tiny_config, model, jax.random.key(0)), mesh)
+  rng = jax.device_put(jax.random.key(1))
+  programs.train_pass(state, *programs.train_data, rng)  # Compile first.
+  programs.eval_pass(state, *programs.val_data)
+  with jax.transfer_guard('disallow'):
+    state, m = programs.train_pass(state, *programs.train_data, rng)
+    v = programs.eval_pass(state, *programs.val_data)
+  assert np.isfinite(m.compute()['loss']) and np.isfinite(v.compute()['loss'])
+
+
+_MULTI_DEVICE = '''
+import sys, tempfile
+sys.path.insert(0, {root!r})
+import jax, jax.numpy as jnp, numpy as np
+assert jax.device_count() == 4, jax.devices()
+from configs import test
+from cifar_flax import data, loop, models, sharding, train
+c = test.get_config(); c.data_dir = {data_dir!r}
+ds = data.load_dataset(c)
+model = models.create_model(c, ds.num_classes)
+state0 = train.create_train_state(c, model, jax.random.key(0))
+mean = jnp.asarray(data.channel_mean(ds.train.images))
+step = lambda s, b, k: train.train_step(s, b, k, mean=mean,
+                                        aug_config=c.augment)
+outs = []
+for devices in (jax.devices()[:1], jax.devices()):
+  mesh = sharding.data_mesh(devices)
+  p = loop.make_train_pass(step, c.batch_size, 'step',
+                           sharding.batch_sharded(mesh))
+  images, labels = sharding.replicate((ds.train.images[:16],
+                                       ds.train.labels[:16]), mesh)
+  s, m = p(sharding.replicate(state0, mesh), images, labels,
+           jax.random.key(3))
+  outs.append((s.params, m.compute()))
+for k in outs[0][1]:
+  np.testing.assert_allclose(outs[0][1][k], outs[1][1][k], rtol=1e-5)
+jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
+             outs[0][0], outs[1][0])
+r = train.train_and_evaluate(c, tempfile.mkdtemp())
+assert r['num_examples'] == 120 and np.isfinite(r['test_loss']), r
+print('OK')
+'''
+
+
+def test_four_devices_match_one_and_train(fake_data_dir):
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  code = _MULTI_DEVICE.format(root=conftest.ROOT, data_dir=fake_data_dir)
+  out = subprocess.run([sys.executable, '-c', code], env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'OK' in out.stdout
