@@ -16,11 +16,15 @@ def run(config, workdir, mode):
   """Runs `mode`; returns the process exit status."""
   from cifar_flax import evaluate  # pylint: disable=g-import-not-at-top
   from cifar_flax import train  # pylint: disable=g-import-not-at-top
+  train.setup_jax(config)
   try:
     if mode == 'train':
       train.train_and_evaluate(config, workdir)
     elif mode == 'eval':
       evaluate.evaluate(config, workdir)
+    elif mode == 'benchmark':
+      from cifar_flax import benchmark  # pylint: disable=g-import-not-at-top
+      benchmark.run(config, workdir)
     else:
       raise ValueError(f'unknown mode {mode!r}')
   except CLEAR_ERRORS + (train.TrainingDivergedError,) as e:

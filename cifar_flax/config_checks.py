@@ -31,6 +31,8 @@ def validate(config):
   _require(c.label_type in ('fine', 'coarse'), 'label_type',
            f"{c.label_type!r} is not 'fine' or 'coarse'")
   _require(c.dtype in DTYPES, 'dtype', f'{c.dtype!r} is not one of {DTYPES}')
+  _require(c.prng_impl in ('threefry2x32', 'rbg', 'unsafe_rbg'), 'prng_impl',
+           f"{c.prng_impl!r} is not 'threefry2x32', 'rbg' or 'unsafe_rbg'")
   _require(c.loop in ('auto', 'scan', 'step'), 'loop',
            f"{c.loop!r} is not 'auto', 'scan' or 'step'")
   _require(0.0 < c.validation_fraction < 1.0, 'validation_fraction',

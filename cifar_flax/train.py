@@ -122,9 +122,12 @@ def predict_logits(state, images, mean, aug_config):
 # --- Helpers of the driver -------------------------------------------------------
 
 
-def setup_compilation_cache(cache_dir):
-  if cache_dir:
-    jax.config.update('jax_compilation_cache_dir', os.path.expanduser(cache_dir))
+def setup_jax(config):
+  """Process-wide JAX settings of a run: PRNG and compilation cache."""
+  jax.config.update('jax_default_prng_impl', config.prng_impl)
+  if config.compilation_cache_dir:
+    jax.config.update('jax_compilation_cache_dir',
+                      os.path.expanduser(config.compilation_cache_dir))
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
     jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
@@ -218,7 +221,7 @@ def train_and_evaluate(config, workdir):
   checkpoint on the test set. Returns the evaluation dict."""
   config_checks.validate(config)
   workdir_lib.prepare(workdir, config, ignore_keys=config_checks.RESUMABLE_KEYS)
-  setup_compilation_cache(config.compilation_cache_dir)
+  setup_jax(config)
   dataset = data_lib.load_dataset(config)
   mesh = sharding.data_mesh()
   sharding.check_batch_size(config.batch_size, mesh)

@@ -84,7 +84,21 @@ def get_config():
   # 'auto' (scan an epoch inside jit on GPU/TPU, a per-step jit loop on CPU,
   # where XLA runs scanned steps ~20x slower), 'scan' or 'step'.
   config.loop = 'auto'
+  # JAX's PRNG for augmentation and dropout: 'threefry2x32' (JAX's default)
+  # or 'rbg' (cheaper random bits on GPU). Same seed, same result either way.
+  config.prng_impl = 'threefry2x32'
   # Persistent XLA compilation cache ('' disables it).
   config.compilation_cache_dir = '~/.cache/cifar_flax/xla'
+
+  # A workdir that holds a run with another config is refused unless True.
+  config.allow_config_change = False
+
+  # --- --mode=benchmark (synthetic data of the real shapes) -----------------
+  config.benchmark = ml_collections.ConfigDict()
+  config.benchmark.num_train = 40_000  # Images per timed training epoch.
+  config.benchmark.num_eval = 10_000   # Images per timed evaluation pass.
+  config.benchmark.epochs = 3          # Timed epochs after the first.
+  # Also time the same epoch as a plain per-step jit loop.
+  config.benchmark.compare_step_loop = True
 
   return config

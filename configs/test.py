@@ -12,4 +12,7 @@ def get_config():
   config.num_epochs = 2
   config.patience = 2
   config.compilation_cache_dir = ''
+  config.benchmark.num_train = 64
+  config.benchmark.num_eval = 40
+  config.benchmark.epochs = 2
   return config

@@ -77,3 +77,16 @@ def test_four_devices_match_one_and_train(fake_data_dir):
                        capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
   assert 'OK' in out.stdout
+
+
+def test_benchmark_reports_every_number(tmp_path, tiny_config):
+  from cifar_flax import benchmark
+  tiny_config.loop = 'step'
+  result = benchmark.run(tiny_config, str(tmp_path))
+  r = result['rows']['configured']
+  assert r['loop'] == 'step' and len(r['epoch_seconds_all']) == 2
+  for key in ('first_epoch_seconds', 'epoch_seconds', 'train_images_per_sec',
+              'step_ms', 'eval_images_per_sec'):
+    assert r[key] > 0, key
+  assert os.path.exists(tmp_path / 'benchmark.json')
+  assert 'per_step_jit' not in result['rows']  # Already the step loop.

@@ -1,0 +1,119 @@
+"""Speed of a config's training and evaluation programs on synthetic data.
+
+  python main.py --config=configs/final.py --mode=benchmark --workdir=runs/bench
+
+Reports compile time, steady-state training images/s and s/epoch, evaluation
+images/s, and (optionally) the same epoch as a plain per-step jit loop; as a
+table on stdout and as WORKDIR/benchmark.json. Synthetic uint8 images of the
+real shapes stand in for CIFAR-100: speed does not depend on pixel values.
+"""
+
+import os
+import statistics
+import time
+
+import jax
+import numpy as np
+
+from cifar_flax import data as data_lib
+from cifar_flax import models
+from cifar_flax import sharding
+from cifar_flax import train
+from cifar_flax import workdir as workdir_lib
+
+
+def synthetic_dataset(num_train, num_eval, num_classes=100, seed=0):
+  rng = np.random.default_rng(seed)
+  split = lambda n: data_lib.Split(
+      rng.integers(0, 256, (n,) + data_lib.IMAGE_SHAPE, dtype=np.uint8),
+      rng.integers(0, num_classes, n).astype(np.int32))
+  return data_lib.Dataset(train=split(num_train), validation=split(num_eval),
+                          test=split(num_eval),
+                          class_names=tuple(f'c{i}' for i in range(num_classes)))
+
+
+def _time(fn):
+  t0 = time.perf_counter()
+  jax.block_until_ready(fn())
+  return time.perf_counter() - t0
+
+
+def measure(config, dataset, epochs):
+  """Times the config's own loop form; returns a dict of measurements."""
+  mesh = sharding.data_mesh()
+  programs = train.Programs(config, dataset, mesh)
+  model = models.create_model(config, dataset.num_classes)
+  state = sharding.replicate(
+      train.create_train_state(config, model, jax.random.key(0)), mesh)
+  keys = [jax.device_put(jax.random.key(e)) for e in range(epochs + 1)]
+  compile_s = programs.compile(state, keys[0])
+  holder = {'state': state}
+
+  def epoch(key):
+    holder['state'], m = programs.train_pass(holder['state'],
+                                             *programs.train_data, key)
+    return m
+
+  first = _time(lambda: epoch(keys[0]))  # Includes compiling in step form.
+  times = [_time(lambda k=k: epoch(k)) for k in keys[1:]]
+  eval_times = [_time(lambda: programs.eval_pass(holder['state'],
+                                                 *programs.val_data))
+                for _ in range(3)]
+  n_train, n_eval = len(dataset.train), len(dataset.validation)
+  s_epoch = statistics.median(times)
+  s_eval = statistics.median(eval_times)
+  return {
+      'loop': programs.form,
+      'compile_seconds': compile_s,
+      'first_epoch_seconds': first,
+      'epoch_seconds': s_epoch,
+      'epoch_seconds_all': times,
+      'train_images_per_sec': n_train / s_epoch,
+      'step_ms': 1e3 * s_epoch / -(-n_train // config.batch_size),
+      'eval_images_per_sec': n_eval / s_eval,
+  }
+
+
+def run(config, workdir):
+  """Benchmarks `config` (its loop form, then optionally the step loop)."""
+  b = config.benchmark
+  dataset = synthetic_dataset(b.num_train, b.num_eval)
+  train.setup_jax(config)
+  rows = {'configured': measure(config, dataset, b.epochs)}
+  if b.compare_step_loop and rows['configured']['loop'] != 'step':
+    step_config = config.copy_and_resolve_references()
+    with step_config.unlocked():
+      step_config.loop = 'step'
+    rows['per_step_jit'] = measure(step_config, dataset, max(1, b.epochs // 2))
+  result = {
+      'device': jax.devices()[0].device_kind, 'num_devices': jax.device_count(),
+      'backend': jax.default_backend(), 'jax': jax.__version__,
+      'model': config.model, 'dtype': config.dtype,
+      'prng_impl': config.prng_impl,
+      'batch_size': config.batch_size, 'num_train': b.num_train,
+      'num_eval': b.num_eval, 'compilation_cache_dir':
+          config.compilation_cache_dir, 'rows': rows}
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, 'benchmark.json')
+  workdir_lib.write_json(path, result)
+  print(format_table(result))
+  print(f'-> {path}')
+  return result
+
+
+def format_table(result):
+  lines = [f"{result['model']} {result['dtype']} batch {result['batch_size']} "
+           f"prng {result['prng_impl']}, "
+           f"{result['num_train']} train images, on {result['num_devices']}x "
+           f"{result['device']} (jax {result['jax']})",
+           f"{'loop':14s} {'compile s':>9s} {'1st epoch s':>11s} "
+           f"{'s/epoch':>8s} {'ms/step':>8s} {'train img/s':>11s} "
+           f"{'eval img/s':>10s}"]
+  for name, r in result['rows'].items():
+    compile_s = ('-' if r['compile_seconds'] is None
+                 else f"{r['compile_seconds']:.2f}")
+    lines.append(f"{name + ' (' + r['loop'] + ')':14s} {compile_s:>9s} "
+                 f"{r['first_epoch_seconds']:11.2f} {r['epoch_seconds']:8.3f} "
+                 f"{r['step_ms']:8.2f} {r['train_images_per_sec']:11.0f} "
+                 f"{r['eval_images_per_sec']:10.0f}")
+  return '\n'.join(lines)
