@@ -39,7 +39,7 @@ def validate(config):
            f'{c.validation_fraction} is outside (0, 1)')
   _require(c.learning_rate > 0, 'learning_rate', 'must be positive')
   for field in ('batch_size', 'eval_batch_size', 'num_epochs',
-                'checkpoint_every_epochs'):
+                'checkpoint_every_epochs', 'scan_unroll'):
     _require(c[field] >= 1, field, f'{c[field]} must be at least 1')
   _require(c.patience >= 0, 'patience', f'{c.patience} must not be negative')
   _require(c.train_subset >= 0 and c.test_subset >= 0, 'train_subset',

@@ -59,7 +59,7 @@ def _empty_accumulator():
   return metrics_lib.Metrics.empty(), jnp.zeros((), jnp.int32)
 
 
-def make_train_pass(train_step, batch_size, form, sharding=None):
+def make_train_pass(train_step, batch_size, form, sharding=None, unroll=1):
   """Returns pass(state, images, labels, rng) -> (state, Metrics).
 
   `train_step(state, batch, rng) -> (state, Metrics)` is the pure step.
@@ -82,7 +82,7 @@ def make_train_pass(train_step, batch_size, form, sharding=None):
       xs = plan(images, rng)
       carry = (state, metrics_lib.Metrics.empty())
       (state, acc), _ = jax.lax.scan(
-          functools.partial(body, images, labels), carry, xs)
+          functools.partial(body, images, labels), carry, xs, unroll=unroll)
       return state, acc
     return scan_pass
 

@@ -42,6 +42,11 @@ class TrainState(train_state.TrainState):
 
 def create_optimizer(config):
   """optax Adam or RMSProp with Keras' hyperparameters (see configs/default)."""
+  tx = _base_optimizer(config)
+  return optax.flatten(tx) if config.get('flatten_optimizer') else tx
+
+
+def _base_optimizer(config):
   lr = config.learning_rate
   if config.optimizer == 'adam':
     return optax.adam(lr, b1=config.adam_b1, b2=config.adam_b2,
@@ -145,7 +150,7 @@ class Programs:
                                  aug_config=config.augment)
     batch_sharding = sharding.batch_sharded(mesh)
     self.train_pass = loop.make_train_pass(step, config.batch_size, form,
-                                           batch_sharding)
+                                           batch_sharding, config.scan_unroll)
     self.eval_pass = loop.make_eval_pass(evaluate, config.eval_batch_size,
                                          form, batch_sharding)
     put = lambda s: sharding.replicate((s.images, s.labels), mesh)
