@@ -12,10 +12,15 @@ config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file (configs/*.py).', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, history, '
                     'metrics and reports of one run.')
-flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'benchmark'],
+flags.DEFINE_enum('mode', 'train',
+                  ['train', 'eval', 'report', 'predict', 'benchmark'],
                   'train: train (or resume) then evaluate; eval: evaluate the '
-                  'best checkpoint; benchmark: time the training and '
-                  'evaluation programs on synthetic data.')
+                  'best checkpoint; report: write the figures and tables to '
+                  'WORKDIR/reports; predict: classify --images; benchmark: '
+                  'time the training and evaluation programs on synthetic '
+                  'data.')
+flags.DEFINE_list('images', [], 'Comma-separated image files for '
+                  '--mode=predict (any size or mode PIL reads).')
 flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() first '
                   '(one process per host; see the README).')
 flags.mark_flags_as_required(['config', 'workdir'])
@@ -30,7 +35,7 @@ def main(argv):
   if FLAGS.multihost:
     jax.distributed.initialize()
   from cifar_flax import cli  # pylint: disable=g-import-not-at-top
-  sys.exit(cli.run(FLAGS.config, FLAGS.workdir, FLAGS.mode))
+  sys.exit(cli.run(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.images))
 
 
 if __name__ == '__main__':

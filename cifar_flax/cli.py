@@ -12,12 +12,17 @@ CLEAR_ERRORS = (data.DataError, config_checks.ConfigError,
                 workdir_lib.WorkdirError, checkpointing.NoCheckpointError)
 
 
-def run(config, workdir, mode):
+def run(config, workdir, mode, images=()):
   """Runs `mode`; returns the process exit status."""
   from cifar_flax import evaluate  # pylint: disable=g-import-not-at-top
+  from cifar_flax import predict  # pylint: disable=g-import-not-at-top
   from cifar_flax import train  # pylint: disable=g-import-not-at-top
   train.setup_jax(config)
+  clear = CLEAR_ERRORS + (train.TrainingDivergedError, predict.ImageReadError)
   try:
+    if images and mode != 'predict':
+      raise predict.ImageReadError(f'--images is for --mode=predict, not '
+                                   f'--mode={mode}')
     if mode == 'train':
       train.train_and_evaluate(config, workdir)
     elif mode == 'eval':
@@ -25,9 +30,15 @@ def run(config, workdir, mode):
     elif mode == 'benchmark':
       from cifar_flax import benchmark  # pylint: disable=g-import-not-at-top
       benchmark.run(config, workdir)
+    elif mode == 'report':
+      # matplotlib and scikit-learn load only here (seconds).
+      from cifar_flax import reports  # pylint: disable=g-import-not-at-top
+      reports.write_reports(config, workdir)
+    elif mode == 'predict':
+      return predict.predict_images(config, workdir, images)
     else:
       raise ValueError(f'unknown mode {mode!r}')
-  except CLEAR_ERRORS + (train.TrainingDivergedError,) as e:
+  except clear as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
   except KeyboardInterrupt as e:

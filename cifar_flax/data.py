@@ -42,6 +42,8 @@ class Dataset:
   class_names: tuple
   # Fine-to-coarse label map (100,) when both are known, else None.
   fine_to_coarse: np.ndarray | None = None
+  # The 20 superclass names (whatever label_type), when the source has them.
+  coarse_class_names: tuple | None = None
 
   @property
   def num_classes(self):
@@ -138,10 +140,16 @@ def load_archive(data_dir, label_type='fine'):
 
   Returns (train Split, test Split, class_names, fine_to_coarse).
   """
+  return _read_archive(data_dir, label_type)[:4]
+
+
+def _read_archive(data_dir, label_type):
+  """load_archive's tuple plus the coarse class names (or None)."""
   label_key, names_key = _label_keys(label_type)
   members = _read_members(data_dir)
   meta = _unpickle(*members['meta'])
   class_names = tuple(_get(meta, names_key, members['meta'][1]))
+  coarse_names = meta.get('coarse_label_names')
   train_obj = _unpickle(*members['train'])
   test_obj = _unpickle(*members['test'])
   train = _decode_split(train_obj, label_key, len(class_names),
@@ -152,7 +160,8 @@ def load_archive(data_dir, label_type='fine'):
   if 'fine_labels' in train_obj and 'coarse_labels' in train_obj:
     fine_to_coarse = _fine_to_coarse(train_obj['fine_labels'],
                                      train_obj['coarse_labels'])
-  return train, test, class_names, fine_to_coarse
+  return (train, test, class_names, fine_to_coarse,
+          tuple(coarse_names) if coarse_names is not None else None)
 
 
 def _fine_to_coarse(fine, coarse):
@@ -171,6 +180,11 @@ def _label_keys(label_type):
 
 def load_tfds(label_type='fine', data_dir=None):
   """Reads tensorflow-datasets' 'cifar100' (imports TensorFlow)."""
+  return _read_tfds(label_type, data_dir)[:4]
+
+
+def _read_tfds(label_type, data_dir):
+  """load_tfds's tuple plus the coarse class names."""
   _label_keys(label_type)
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   label_key = 'label' if label_type == 'fine' else 'coarse_label'
@@ -192,7 +206,8 @@ def load_tfds(label_type='fine', data_dir=None):
   for split, (s, _, _) in splits.items():
     _check_arrays(s.images, s.labels, len(class_names), f'tfds cifar100/{split}')
   train, fine, coarse = splits['train']
-  return train, splits['test'][0], class_names, _fine_to_coarse(fine, coarse)
+  return (train, splits['test'][0], class_names, _fine_to_coarse(fine, coarse),
+          tuple(builder.info.features['coarse_label'].names))
 
 
 def validation_split(split, fraction):
@@ -214,16 +229,16 @@ def _head(split, n):
 def load_dataset(config):
   """The train/validation/test splits the config asks for."""
   if config.data_dir:
-    train, test, names, f2c = load_archive(
+    train, test, names, f2c, coarse_names = _read_archive(
         os.path.expanduser(config.data_dir), config.label_type)
   else:
-    train, test, names, f2c = load_tfds(config.label_type,
-                                        config.tfds_data_dir)
+    train, test, names, f2c, coarse_names = _read_tfds(config.label_type,
+                                                       config.tfds_data_dir)
   train, val = validation_split(_head(train, config.train_subset),
                                 config.validation_fraction)
   return Dataset(train=train, validation=val,
                  test=_head(test, config.test_subset), class_names=names,
-                 fine_to_coarse=f2c)
+                 fine_to_coarse=f2c, coarse_class_names=coarse_names)
 
 
 def channel_mean(images):

@@ -28,6 +28,7 @@ def test_archive_layout_and_split(tiny_config):
   assert len(ds.test) == 120 and ds.num_classes == 100
   assert ds.class_names[3] == 'fine3'
   assert ds.fine_to_coarse[7] == 1
+  assert ds.coarse_class_names == tuple(f'coarse{i}' for i in range(20))
 
 
 def test_coarse_labels_and_subsets(tiny_config):

@@ -1,0 +1,224 @@
+"""Reports and predictions of a tiny trained run: every artefact, right counts,
+every image mode PIL reads, and clear lines for bad input."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from cifar_flax import cli
+from cifar_flax import data
+from cifar_flax import evaluate
+from cifar_flax import predict
+from cifar_flax import reports
+from cifar_flax import train
+import conftest
+
+NUM_TEST = 120  # conftest's fake archive.
+
+
+@pytest.fixture(scope='module')
+def config(fake_data_dir):
+  from configs import test as test_config
+  c = test_config.get_config()
+  c.data_dir = fake_data_dir
+  return c
+
+
+@pytest.fixture(scope='module')
+def trained(config, tmp_path_factory):
+  """A workdir with a tiny trained checkpoint, once for this module."""
+  workdir = str(tmp_path_factory.mktemp('reports_run') / 'run')
+  train.train_and_evaluate(config, workdir)
+  return workdir
+
+
+@pytest.fixture(scope='module')
+def report_dir(config, trained):
+  assert cli.run(config, trained, 'report') == 0
+  return os.path.join(trained, 'reports')
+
+
+def _read_csv(path):
+  with open(path, newline='') as f:
+    return list(csv.reader(f))
+
+
+def test_report_writes_every_artefact(report_dir):
+  for name in ('curves.png', 'confusion_fine.csv', 'confusion_fine.png',
+               'confusion_coarse.csv', 'confusion_coarse.png',
+               'classification_report.csv', 'classification_report.md',
+               'test_grid.png'):
+    path = os.path.join(report_dir, name)
+    assert os.path.getsize(path) > 0, name
+    if name.endswith('.png'):
+      with Image.open(path) as im:
+        assert im.format == 'PNG' and min(im.size) > 200, (name, im.size)
+
+
+def test_confusion_matrices_count_every_test_image(report_dir, trained):
+  rows = _read_csv(os.path.join(report_dir, 'confusion_fine.csv'))
+  names = [f'fine{i}' for i in range(100)]
+  assert rows[0][1:] == names and [r[0] for r in rows[1:]] == names
+  counts = np.array([[int(v) for v in r[1:]] for r in rows[1:]])
+  assert counts.shape == (100, 100) and counts.sum() == NUM_TEST
+  # Row sums are the true class counts of the test set (labels i % 100).
+  np.testing.assert_array_equal(counts.sum(1),
+                                np.bincount(np.arange(NUM_TEST) % 100))
+  # The diagonal agrees with eval.json, computed by the eval pass.
+  ev = json.load(open(os.path.join(trained, 'eval.json')))
+  assert np.trace(counts) == round(ev['test_top1'] * NUM_TEST)
+  coarse = _read_csv(os.path.join(report_dir, 'confusion_coarse.csv'))
+  assert coarse[0][1:] == [f'coarse{i}' for i in range(20)]
+  cc = np.array([[int(v) for v in r[1:]] for r in coarse[1:]])
+  assert cc.shape == (20, 20) and cc.sum() == NUM_TEST
+  assert np.trace(cc) >= np.trace(counts)  # A right fine class is a right
+  # superclass; a wrong one may still be.
+
+
+def test_classification_report_names_every_class(report_dir):
+  rows = _read_csv(os.path.join(report_dir, 'classification_report.csv'))
+  assert rows[0] == ['class', 'precision', 'recall', 'f1-score', 'support']
+  per_class = [r for r in rows[1:] if r[0].startswith('fine')]
+  assert [r[0] for r in per_class] == [f'fine{i}' for i in range(100)]
+  assert sum(int(r[4]) for r in per_class) == NUM_TEST
+  assert [r[0] for r in rows[-2:]] == ['macro avg', 'weighted avg']
+  for r in per_class:
+    assert all(0 <= float(v) <= 1 for v in r[1:4])
+  md = open(os.path.join(report_dir, 'classification_report.md')).read()
+  assert 'The 10 worst classes (by F1)' in md and 'The 10 best classes' in md
+  assert md.count('| fine') == 100 + 10 + 10
+
+
+def test_superclasses_use_fine_predictions(tmp_path):
+  f2c = np.arange(100) // 5
+  labels = np.array([0, 1, 7, 99])
+  preds = np.array([4, 1, 20, 95])  # Wrong, right, wrong, wrong fine class.
+  names = tuple(f'c{i}' for i in range(100))
+  paths = reports.confusion_matrices(labels, preds, names, str(tmp_path), f2c,
+                                     tuple(f's{i}' for i in range(20)))
+  assert len(paths) == 4
+  cc = np.array([[int(v) for v in r[1:]] for r in _read_csv(paths[2])[1:]])
+  assert cc[0, 0] == 2 and cc[1, 4] == 1 and cc[19, 19] == 1 and cc.sum() == 4
+  # No fine-to-coarse map (a coarse-label run): the superclass view is skipped.
+  os.makedirs(tmp_path / 'coarse_run')
+  paths = reports.confusion_matrices(labels % 20, preds % 20, names[:20],
+                                     str(tmp_path / 'coarse_run'), None)
+  assert len(paths) == 2
+
+
+def _write_images(d):
+  rng = np.random.default_rng(0)
+  rgb = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+  paths = {}
+  paths['gray.png'] = Image.fromarray(rgb[..., 0], 'L')
+  rgba = np.dstack([rgb, np.full((40, 60), 255, np.uint8)])
+  rgba[:, :10, 3] = 0
+  paths['rgba.png'] = Image.fromarray(rgba, 'RGBA')
+  paths['large.jpg'] = Image.fromarray(rgb).resize((2000, 1500))
+  paths['palette.png'] = Image.fromarray(rgb).convert('P')
+  paths['cmyk.jpg'] = Image.fromarray(rgb).convert('CMYK')
+  out = {}
+  for name, im in paths.items():
+    out[name] = os.path.join(d, name)
+    im.save(out[name])
+  return out
+
+
+def test_load_image_reads_every_mode(tmp_path):
+  paths = _write_images(str(tmp_path))
+  with Image.open(paths['cmyk.jpg']) as im:
+    assert im.mode == 'CMYK'
+  with Image.open(paths['palette.png']) as im:
+    assert im.mode == 'P'
+  for name, path in paths.items():
+    photo, small = predict.load_image(path)
+    assert photo.mode == 'RGB' and small.shape == (32, 32, 3), name
+    assert small.dtype == np.uint8, name
+  _, gray = predict.load_image(paths['gray.png'])
+  np.testing.assert_array_equal(gray[..., 0], gray[..., 2])
+  photo, _ = predict.load_image(paths['rgba.png'])
+  assert np.asarray(photo)[:, :10].min() == 255  # Transparent -> white.
+  wide16 = Image.fromarray(np.full((8, 8), 65535, np.uint16))
+  wide16.save(tmp_path / 'deep.png')
+  _, deep = predict.load_image(str(tmp_path / 'deep.png'))
+  assert deep.min() == 255
+
+
+def test_predict_classifies_like_the_network(config, trained, tmp_path):
+  """A CIFAR test image saved as PNG gets the network's own probabilities."""
+  restored = evaluate.load_best(config, trained)
+  ds = data.load_dataset(config)
+  path = str(tmp_path / 'cifar0.png')
+  Image.fromarray(ds.test.images[3]).save(path)
+  _, small = predict.load_image(path)
+  np.testing.assert_array_equal(small, ds.test.images[3])
+  probs = predict.probabilities(restored, small[None], config.augment, 16)[0]
+  logits = np.asarray(train.predict_logits(
+      restored.state, ds.test.images[3:4], restored.mean, config.augment))[0]
+  expected = np.exp(logits - logits.max())
+  np.testing.assert_allclose(probs, expected / expected.sum(), rtol=1e-4,
+                             atol=1e-7)
+  table = predict.top_k_table(probs, restored.class_names)
+  assert len(table) == 5
+  assert table[0][0] == restored.class_names[logits.argmax()]
+  assert all(a[1] >= b[1] for a, b in zip(table, table[1:]))
+
+
+def test_predict_reports_bad_files_and_predicts_the_rest(config, trained,
+                                                          tmp_path, capsys):
+  good = _write_images(str(tmp_path))
+  (tmp_path / 'notes.png').write_text('not an image at all')
+  (tmp_path / 'empty.jpg').write_bytes(b'')
+  bad = [str(tmp_path / 'notes.png'), str(tmp_path / 'empty.jpg'),
+         str(tmp_path / 'missing.png')]
+  status = cli.run(config, trained, 'predict', [bad[0]] + list(good.values())
+                   + bad[1:])
+  out, err = capsys.readouterr()
+  assert status == 1
+  err_lines = err.strip().splitlines()
+  assert len(err_lines) == 3
+  for path, line in zip(bad, err_lines):
+    assert path in line and 'Traceback' not in line
+  assert 'not an image' in err_lines[0] and 'empty file' in err_lines[1]
+  assert 'no such file' in err_lines[2]
+  pred_dir = os.path.join(trained, 'reports', 'predictions')
+  for name, path in good.items():
+    assert f'{path}:' in out, name
+    png = os.path.join(pred_dir, os.path.splitext(name)[0] + '_top5.png')
+    assert os.path.getsize(png) > 0, name
+  assert out.count('fine') >= 5 * len(good)
+  assert '5 image(s) classified, 3 failed' in out
+  # All readable: exit status 0.
+  assert cli.run(config, trained, 'predict', [good['gray.png']]) == 0
+
+
+def test_clear_lines_without_images_or_checkpoint(config, trained, tmp_path,
+                                                  capsys):
+  assert cli.run(config, trained, 'predict', []) == 1
+  assert '--images=' in capsys.readouterr().err
+  assert cli.run(config, trained, 'report', ['a.png']) == 1
+  assert '--images is for --mode=predict' in capsys.readouterr().err
+  empty = str(tmp_path / 'empty_run')
+  for mode, images in (('report', []), ('predict', ['a.png'])):
+    assert cli.run(config, empty, mode, images) == 1
+    err = capsys.readouterr().err
+    assert err.startswith('error: no checkpoint') and err.count('\n') == 1
+
+
+def test_main_py_predict_without_checkpoint(tmp_path):
+  """main.py's flags reach predict; a missing checkpoint is one line."""
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  p = subprocess.run(
+      [sys.executable, os.path.join(conftest.ROOT, 'main.py'),
+       '--config=' + os.path.join(conftest.ROOT, 'configs', 'test.py'),
+       f'--workdir={tmp_path}', '--mode=predict', '--images=a.png,b.jpg'],
+      capture_output=True, text=True, env=env, cwd=conftest.ROOT, timeout=120)
+  assert p.returncode == 1, p.stderr
+  assert p.stderr.strip().startswith('error: no checkpoint')
+  assert 'Traceback' not in p.stderr
