@@ -12,8 +12,10 @@ config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file (configs/*.py).', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, history, '
                     'metrics and reports of one run.')
-flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'train: train (or resume) '
-                  'then evaluate; eval: evaluate the best checkpoint.')
+flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'timed'], 'train: train '
+                  '(or resume) then evaluate; eval: evaluate the best '
+                  'checkpoint; timed: time config.timed_seeds runs from '
+                  'scratch (no checkpoints) and write timed.json.')
 flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() first '
                   '(one process per host; see the README).')
 flags.mark_flags_as_required(['config', 'workdir'])

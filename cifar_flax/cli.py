@@ -15,12 +15,15 @@ CLEAR_ERRORS = (data.DataError, config_checks.ConfigError,
 def run(config, workdir, mode):
   """Runs `mode`; returns the process exit status."""
   from cifar_flax import evaluate  # pylint: disable=g-import-not-at-top
+  from cifar_flax import timed_runs  # pylint: disable=g-import-not-at-top
   from cifar_flax import train  # pylint: disable=g-import-not-at-top
   try:
     if mode == 'train':
       train.train_and_evaluate(config, workdir)
     elif mode == 'eval':
       evaluate.evaluate(config, workdir)
+    elif mode == 'timed':
+      timed_runs.timed_runs(config, workdir)
     else:
       raise ValueError(f'unknown mode {mode!r}')
   except CLEAR_ERRORS + (train.TrainingDivergedError,) as e:
