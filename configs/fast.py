@@ -9,10 +9,10 @@ Run:  python main.py --config=configs/fast.py --workdir=runs/fast_timed \
         --mode=timed --config.data_dir=../shared/data   # 5 seeds, timed
       python main.py --config=configs/fast.py --workdir=runs/fast \
         --config.data_dir=../shared/data                # normal train + eval
-Expected (an estimate, not yet measured on a GPU): ~134 TFLOP per run
-(3 x forward), so ~1-1.5 s of training at 100-150 TFLOP/s on one H100/H200
-plus per-step overheads; test top-1 around 62-66%. Adjust with
---config.num_epochs=N and --config.fastnet.widths='(...)'.
+Expected (an estimate, not yet measured on a GPU): ~450 TFLOP per run
+(3 x forward x 49,000 images x 10 epochs), so ~3-4.5 s of training at
+100-150 TFLOP/s on one H100/H200; test top-1 around 62-67%. If it runs over
+5 s: --config.num_epochs=8; timed.json reports the achieved TFLOP/s.
 """
 
 from configs import default
