@@ -8,6 +8,11 @@ one), bilinear interpolation (Keras' interpolation_order=1) and 'nearest'
 fill (edge pixels repeat). tx moves along rows (height shift), ty along
 columns (width shift). The horizontal flip comes after the affine transform,
 and featurewise centering last, as in Keras.
+
+Besides Keras: `translate_pixels` (default 0, off) shifts each image by a
+whole number of pixels, up to that many each way, reflect-padded (a random
+crop of the padded image, as modern CIFAR recipes do); it runs after the
+affine transform and before the flip.
 """
 
 import jax
@@ -75,6 +80,18 @@ def _bilinear_nearest(image, src_r, src_c):
   return top * (1 - wr) + bottom * wr
 
 
+def random_translate(rng, images, max_pixels):
+  """Shifts each (H, W, C) image by integers in [-max_pixels, max_pixels],
+  reflect-padding the edges."""
+  b, h, w, c = images.shape
+  p = max_pixels
+  padded = jnp.pad(images, ((0, 0), (p, p), (p, p), (0, 0)), mode='reflect')
+  offsets = jax.random.randint(rng, (b, 2), 0, 2 * p + 1)
+  crop = lambda image, o: jax.lax.dynamic_slice(image, (o[0], o[1], 0),
+                                                (h, w, c))
+  return jax.vmap(crop)(padded, offsets)
+
+
 def _is_geometric(aug_config):
   return any((aug_config.shear_range, aug_config.zoom_range,
               aug_config.width_shift_range, aug_config.height_shift_range))
@@ -88,6 +105,9 @@ def augment_batch(rng, images, mean, aug_config):
   if _is_geometric(aug_config):  # Zero ranges are skipped: exact identity.
     x = affine_transform(x, params['tx'], params['ty'], params['shear'],
                          params['zx'], params['zy'])
+  translate = aug_config.get('translate_pixels', 0)
+  if translate:  # A key of its own: the Keras draws above stay the same.
+    x = random_translate(jax.random.fold_in(rng, 1), x, translate)
   if aug_config.horizontal_flip:
     x = jnp.where(params['flip'][:, None, None, None], x[:, :, ::-1], x)
   return center(x, mean) if aug_config.featurewise_center else x

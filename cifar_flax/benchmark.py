@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from cifar_flax import data as data_lib
+from cifar_flax import loop
 from cifar_flax import models
 from cifar_flax import sharding
 from cifar_flax import train
@@ -43,8 +44,9 @@ def measure(config, dataset, epochs):
   mesh = sharding.data_mesh()
   programs = train.Programs(config, dataset, mesh)
   model = models.create_model(config, dataset.num_classes)
-  state = sharding.replicate(
-      train.create_train_state(config, model, jax.random.key(0)), mesh)
+  steps = loop.num_batches(len(dataset.train), config.batch_size)
+  state = sharding.replicate(train.create_train_state(
+      config, model, jax.random.key(0), steps_per_epoch=steps), mesh)
   keys = [jax.device_put(jax.random.key(e)) for e in range(epochs + 1)]
   compile_s = programs.compile(state, keys[0])
   holder = {'state': state}
@@ -69,7 +71,7 @@ def measure(config, dataset, epochs):
       'epoch_seconds': s_epoch,
       'epoch_seconds_all': times,
       'train_images_per_sec': n_train / s_epoch,
-      'step_ms': 1e3 * s_epoch / -(-n_train // config.batch_size),
+      'step_ms': 1e3 * s_epoch / steps,
       'eval_images_per_sec': n_eval / s_eval,
   }
 

@@ -36,6 +36,9 @@ def run(config, workdir, mode, images=()):
       reports.write_reports(config, workdir)
     elif mode == 'predict':
       return predict.predict_images(config, workdir, images)
+    elif mode == 'timed':
+      from cifar_flax import timed_runs  # pylint: disable=g-import-not-at-top
+      timed_runs.timed_runs(config, workdir)
     else:
       raise ValueError(f'unknown mode {mode!r}')
   except clear as e:

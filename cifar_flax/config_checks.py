@@ -2,6 +2,8 @@
 
 from cifar_flax import loop
 from cifar_flax import models
+from cifar_flax import optimizers
+from cifar_flax import schedules
 
 # Fields that may differ between attempts of one run in one workdir.
 RESUMABLE_KEYS = ('data_dir', 'tfds_data_dir', 'compilation_cache_dir',
@@ -26,8 +28,26 @@ def validate(config):
            f'{c.model!r} is not one of {sorted(models.MODELS)}')
   _require(c.activation in models.ACTIVATIONS, 'activation',
            f'{c.activation!r} is not one of {sorted(models.ACTIVATIONS)}')
-  _require(c.optimizer in ('adam', 'rmsprop'), 'optimizer',
-           f"{c.optimizer!r} is not 'adam' or 'rmsprop'")
+  known = ('adam', 'rmsprop') + optimizers.OPTIMIZERS
+  _require(c.optimizer in known, 'optimizer',
+           f'{c.optimizer!r} is not one of {known}')
+  _require(c.lr_schedule in schedules.SCHEDULES, 'lr_schedule',
+           f'{c.lr_schedule!r} is not one of {schedules.SCHEDULES}')
+  _require(c.warmup_epochs >= 0, 'warmup_epochs', 'must not be negative')
+  _require(c.weight_decay >= 0, 'weight_decay', 'must not be negative')
+  _require(0 <= c.momentum < 1, 'momentum', f'{c.momentum} is outside [0, 1)')
+  _require(0 <= c.label_smoothing < 1, 'label_smoothing',
+           f'{c.label_smoothing} is outside [0, 1)')
+  _require(c.timed_seeds >= 1, 'timed_seeds', 'must be at least 1')
+  f = c.fastnet
+  _require(len(f.widths) >= 2 and min(f.widths) >= 1, 'fastnet.widths',
+           f'{tuple(f.widths)}: needs a stem width and at least one block '
+           f'width, all positive')
+  _require(len(f.widths) - 1 <= 5, 'fastnet.widths',
+           f'{len(f.widths) - 1} blocks would pool 32x32 images below 1x1')
+  _require(f.block_depth >= 1, 'fastnet.block_depth', 'must be at least 1')
+  _require(0 <= f.bn_momentum < 1, 'fastnet.bn_momentum',
+           f'{f.bn_momentum} is outside [0, 1)')
   _require(c.label_type in ('fine', 'coarse'), 'label_type',
            f"{c.label_type!r} is not 'fine' or 'coarse'")
   _require(c.dtype in DTYPES, 'dtype', f'{c.dtype!r} is not one of {DTYPES}')
@@ -54,6 +74,8 @@ def validate(config):
                 'height_shift_range'):
     _require(a[field] >= 0, f'augment.{field}', 'must not be negative')
   _require(a.zoom_range < 1, 'augment.zoom_range', 'must be below 1')
+  _require(0 <= a.translate_pixels < 16, 'augment.translate_pixels',
+           f'{a.translate_pixels} is outside [0, 16)')
   loop.loop_form(c.loop)
 
 

@@ -5,11 +5,13 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from cifar_flax import fast_models
+
 # Keras Conv2D/Dense defaults: glorot-uniform kernels, zero biases.
 _KERNEL_INIT = nn.initializers.glorot_uniform()
 _BIAS_INIT = nn.initializers.zeros
 
-ACTIVATIONS = {'relu': nn.relu, 'elu': nn.elu}
+ACTIVATIONS = {'relu': nn.relu, 'elu': nn.elu, 'gelu': nn.gelu}
 
 
 class PaperCNN(nn.Module):
@@ -55,7 +57,7 @@ def cnn5(num_classes=100, **kwargs):
                   hidden_units=(256,), num_classes=num_classes, **kwargs)
 
 
-MODELS = {'cnn9': cnn9, 'cnn5': cnn5}
+MODELS = {'cnn9': cnn9, 'cnn5': cnn5, **fast_models.MODELS}
 
 
 def create_model(config, num_classes):
@@ -66,6 +68,10 @@ def create_model(config, num_classes):
   if config.activation not in ACTIVATIONS:
     raise ValueError(f'config.activation={config.activation!r}: expected one '
                      f'of {sorted(ACTIVATIONS)}')
+  if config.model in fast_models.MODELS:
+    return fast_models.MODELS[config.model](
+        num_classes, ACTIVATIONS[config.activation], jnp.dtype(config.dtype),
+        config.fastnet)
   return MODELS[config.model](
       num_classes=num_classes,
       conv_dropout=tuple(config.conv_dropout),

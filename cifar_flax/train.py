@@ -24,6 +24,7 @@ from cifar_flax import loop
 from cifar_flax import metric_logging
 from cifar_flax import metrics as metrics_lib
 from cifar_flax import models
+from cifar_flax import optimizers
 from cifar_flax import sharding
 from cifar_flax import workdir as workdir_lib
 
@@ -40,13 +41,20 @@ class TrainState(train_state.TrainState):
 # --- Factories -----------------------------------------------------------------
 
 
-def create_optimizer(config):
-  """optax Adam or RMSProp with Keras' hyperparameters (see configs/default)."""
-  tx = _base_optimizer(config)
+def create_optimizer(config, steps_per_epoch=None):
+  """optax Adam or RMSProp with Keras' hyperparameters (see configs/default),
+  or a scheduled optimizer of cifar_flax/optimizers.py, which needs the
+  number of steps per epoch."""
+  if config.optimizer in optimizers.OPTIMIZERS:
+    if steps_per_epoch is None:
+      raise ValueError(f'config.optimizer={config.optimizer!r} needs '
+                       f'steps_per_epoch for its schedule')
+    return optimizers.create(config, steps_per_epoch)
+  tx = _keras_optimizer(config)
   return optax.flatten(tx) if config.get('flatten_optimizer') else tx
 
 
-def _base_optimizer(config):
+def _keras_optimizer(config):
   lr = config.learning_rate
   if config.optimizer == 'adam':
     return optax.adam(lr, b1=config.adam_b1, b2=config.adam_b2,
@@ -55,24 +63,27 @@ def _base_optimizer(config):
     # Keras RMSprop: lr * g / sqrt(ms + eps), no momentum, no centering.
     return optax.rmsprop(lr, decay=config.rmsprop_decay, eps=config.epsilon)
   raise ValueError(f'config.optimizer={config.optimizer!r}: expected '
-                   f"'adam' or 'rmsprop'")
+                   f"'adam', 'rmsprop' or one of {optimizers.OPTIMIZERS}")
 
 
-def create_train_state(config, model, rng, image_shape=data_lib.IMAGE_SHAPE):
+def create_train_state(config, model, rng, image_shape=data_lib.IMAGE_SHAPE,
+                       steps_per_epoch=None):
   variables = model.init({'params': rng, 'dropout': rng},
                          jnp.zeros((1,) + tuple(image_shape), jnp.float32),
                          train=False)
   return TrainState.create(
       apply_fn=model.apply, params=variables['params'],
       batch_stats=variables.get('batch_stats', flax.core.FrozenDict()),
-      tx=create_optimizer(config))
+      tx=create_optimizer(config, steps_per_epoch))
 
 
 def abstract_train_state(config, num_classes):
   """Shapes and dtypes of a train state, for restoring without computing."""
   model = models.create_model(config, num_classes)
+  # Schedules change values, not shapes: any steps_per_epoch will do.
   return jax.eval_shape(
-      functools.partial(create_train_state, config, model),
+      functools.partial(create_train_state, config, model,
+                        steps_per_epoch=1),
       jax.random.key(0))
 
 
@@ -234,7 +245,9 @@ def train_and_evaluate(config, workdir):
   config_checks.validate_against_data(config, dataset)
 
   model = models.create_model(config, dataset.num_classes)
-  state = create_train_state(config, model, jax.random.key(config.seed))
+  state = create_train_state(
+      config, model, jax.random.key(config.seed),
+      steps_per_epoch=loop.num_batches(len(dataset.train), config.batch_size))
   manager = checkpointing.create_manager(workdir)
   state, stopper, history, first_epoch = _resume(config, workdir, manager,
                                                  state)

@@ -29,9 +29,10 @@ def get_config():
   config.test_subset = 0
 
   # --- Model ---------------------------------------------------------------
-  # 'cnn9' (the paper's final network) or 'cnn5' (its baseline).
+  # 'cnn9' (the paper's final network), 'cnn5' (its baseline) or 'fastnet'
+  # (the modern recipe's BatchNorm net, sized by config.fastnet below).
   config.model = 'cnn9'
-  # 'relu' or 'elu'.
+  # 'relu', 'elu' or 'gelu'.
   config.activation = 'relu'
   # Dropout after each pooled conv stack (cnn9 has 3 stacks, cnn5 has 3).
   config.conv_dropout = (0.2, 0.5, 0.5)
@@ -40,10 +41,21 @@ def get_config():
   # Compute dtype: 'float32' or 'bfloat16' (parameters, optimizer state and
   # loss stay float32).
   config.dtype = 'float32'
+  # Sizes of 'fastnet' (cifar_flax/fast_models.py); other models ignore them.
+  config.fastnet = ml_collections.ConfigDict()
+  # Stem conv width, then one width per block (each block halves the size).
+  config.fastnet.widths = (32, 64, 256, 256)
+  # Convs per block (the third and later ones are residual).
+  config.fastnet.block_depth = 2
+  # Logits are multiplied by this (airbench: 1/9).
+  config.fastnet.logit_scale = 1 / 9
+  # flax BatchNorm momentum: running = m * running + (1 - m) * batch.
+  config.fastnet.bn_momentum = 0.9
 
   # --- Optimisation --------------------------------------------------------
-  # 'adam' or 'rmsprop'. Keras defaults: Adam(beta_1=0.9, beta_2=0.999,
-  # epsilon=1e-7); RMSprop(rho=0.9, epsilon=1e-7, no momentum).
+  # 'adam', 'rmsprop' or 'sgd' (the modern recipe). Keras defaults:
+  # Adam(beta_1=0.9, beta_2=0.999, epsilon=1e-7); RMSprop(rho=0.9,
+  # epsilon=1e-7, no momentum).
   config.optimizer = 'adam'
   config.learning_rate = 1e-4
   config.adam_b1 = 0.9
@@ -51,6 +63,18 @@ def get_config():
   config.rmsprop_decay = 0.9
   # Keras' epsilon is 1e-7 (optax defaults to 1e-8).
   config.epsilon = 1e-7
+  # 'sgd' only: momentum (0 = none), Nesterov or not, weight decay on conv and
+  # dense kernels (added to the gradient, as PyTorch's SGD does), and a linear
+  # warm-up from 0 over `warmup_epochs` followed by `lr_schedule` ('constant',
+  # or 'linear'/'cosine' decay to 0 at the last step).
+  config.momentum = 0.9
+  config.nesterov = True
+  config.weight_decay = 0.0
+  config.lr_schedule = 'constant'
+  config.warmup_epochs = 0.0
+  # Label smoothing of the training loss (0.0 = plain cross-entropy, as the
+  # paper; reported losses are always plain cross-entropy).
+  config.label_smoothing = 0.0
   config.batch_size = 64
   config.num_epochs = 100
   # Keras EarlyStopping(monitor='val_loss', patience=20, min_delta=0): stop
@@ -74,6 +98,9 @@ def get_config():
   # Subtract the per-channel mean of the training images (all inputs, not
   # only training batches, are centred the same way).
   config.augment.featurewise_center = True
+  # Not Keras: random integer shift by up to N pixels each way, reflect-padded
+  # (0 = off, the paper).
+  config.augment.translate_pixels = 0
 
   # --- Evaluation, checkpoints and logging -----------------------------------
   # Batch size of validation and test passes (the last batch is padded and
@@ -94,6 +121,9 @@ def get_config():
   config.prng_impl = 'threefry2x32'
   # Persistent XLA compilation cache ('' disables it).
   config.compilation_cache_dir = '~/.cache/cifar_flax/xla'
+  # --mode=timed: seeds seed, seed+1, ... each trained from scratch with the
+  # programs compiled once (no checkpoints; see cifar_flax/timed_runs.py).
+  config.timed_seeds = 5
 
   # A workdir that holds a run with another config is refused unless True.
   config.allow_config_change = False
