@@ -141,7 +141,7 @@ def timed_runs(config, workdir):
   workdir_lib.prepare(workdir, config,
                       ignore_keys=config_checks.RESUMABLE_KEYS +
                       ('timed_seeds',))
-  train.setup_compilation_cache(config.compilation_cache_dir)
+  train.setup_jax(config)
   dataset = data_lib.load_dataset(config)
   mesh = sharding.data_mesh()
   sharding.check_batch_size(config.batch_size, mesh)
