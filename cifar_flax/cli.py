@@ -17,6 +17,7 @@ def run(config, workdir, mode):
   from cifar_flax import evaluate  # pylint: disable=g-import-not-at-top
   from cifar_flax import train  # pylint: disable=g-import-not-at-top
   try:
+    config_checks.validate(config)  # Before any mode does any work.
     if mode == 'train':
       train.train_and_evaluate(config, workdir)
     elif mode == 'eval':
@@ -27,6 +28,8 @@ def run(config, workdir, mode):
     print(f'error: {e}', file=sys.stderr)
     return 1
   except KeyboardInterrupt as e:
-    print(f'interrupted: {e}' if str(e) else 'interrupted', file=sys.stderr)
+    print(f'interrupted: {e}' if str(e) else
+          'interrupted: the latest saved checkpoint is kept; rerun the same '
+          'command to resume', file=sys.stderr)
     return 130
   return 0

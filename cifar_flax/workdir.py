@@ -8,6 +8,7 @@ import tempfile
 CONFIG_FILE = 'config.json'
 HISTORY_FILE = 'history.json'
 EVAL_FILE = 'eval.json'
+CONFIG_CHANGES_FILE = 'config_changes.json'
 CHECKPOINT_DIR = 'checkpoints'
 
 
@@ -57,11 +58,13 @@ def config_to_dict(config):
   return json.loads(config.to_json_best_effort())
 
 
-def prepare(workdir, config, ignore_keys=()):
+def prepare(workdir, config, ignore_keys=(), allow_change=False):
   """Creates the workdir, checks it is writable and holds no other run.
 
   A workdir whose config.json differs from `config` (outside `ignore_keys`,
-  fields that may change between attempts of one run) is refused.
+  fields that may change between attempts of one run) is refused unless
+  `allow_change`; then the old values are appended to config_changes.json.
+  An unchanged config.json is left untouched.
   """
   try:
     os.makedirs(workdir, exist_ok=True)
@@ -72,12 +75,22 @@ def prepare(workdir, config, ignore_keys=()):
   path = os.path.join(workdir, CONFIG_FILE)
   new = config_to_dict(config)
   old = read_json(path)
+  if old == new:
+    return
   if old is not None:
     differ = sorted(k for k in set(old) | set(new)
                     if k not in ignore_keys and old.get(k) != new.get(k))
-    if differ:
+    if differ and not allow_change:
       raise WorkdirError(
           f'workdir {workdir!r} holds a run with a different config (fields '
           f'{", ".join(differ)}); use another --workdir, or set '
           f'--config.allow_config_change=True to continue it anyway')
+    if differ:
+      changes_path = os.path.join(workdir, CONFIG_CHANGES_FILE)
+      changes = read_json(changes_path, [])
+      changes.append({k: {'old': old.get(k), 'new': new.get(k)}
+                      for k in differ})
+      write_json(changes_path, changes)
+      print(f'{workdir}: continuing with changed config fields '
+            f'{", ".join(differ)} (previous values in {CONFIG_CHANGES_FILE})')
   write_json(path, new)

@@ -86,5 +86,9 @@ def get_config():
   config.loop = 'auto'
   # Persistent XLA compilation cache ('' disables it).
   config.compilation_cache_dir = '~/.cache/cifar_flax/xla'
+  # A workdir holding a run with another config is refused unless this is
+  # True: then the run continues from its latest checkpoint under the new
+  # values (e.g. more epochs) and the old ones are kept in config_changes.json.
+  config.allow_config_change = False
 
   return config
