@@ -232,14 +232,21 @@ def train_and_evaluate(config, workdir):
   sharding.check_batch_size(config.eval_batch_size, mesh, 'eval_batch_size')
   config_checks.validate_against_data(config, dataset)
   # Only a valid config creates (or touches) the workdir.
-  workdir_lib.prepare(workdir, config, ignore_keys=config_checks.RESUMABLE_KEYS,
-                      allow_change=config.get('allow_config_change', False))
+  changed = workdir_lib.prepare(
+      workdir, config, ignore_keys=config_checks.RESUMABLE_KEYS,
+      allow_change=config.get('allow_config_change', False))
 
   model = models.create_model(config, dataset.num_classes)
   state = create_train_state(config, model, jax.random.key(config.seed))
   manager = checkpointing.create_manager(workdir)
-  state, stopper, history, first_epoch = _resume(config, workdir, manager,
-                                                 state)
+  try:
+    state, stopper, history, first_epoch = _resume(config, workdir, manager,
+                                                   state)
+  except BaseException:
+    manager.close()
+    raise
+  if changed:
+    workdir_lib.record_config_change(workdir, config, changed)
   if first_epoch is None:
     best = manager.best_step()
     manager.close()
@@ -269,7 +276,13 @@ def _resume(config, workdir, manager, state):
   step = manager.latest_step()
   if step is None:
     return state, stopper, [], 1
-  state, meta = checkpointing.restore(manager, step, state)
+  try:
+    state, meta = checkpointing.restore(manager, step, state)
+  except ValueError as e:  # A changed model or optimizer.
+    raise workdir_lib.WorkdirError(
+        f'the checkpoint of epoch {step} in {workdir!r} does not fit this '
+        f'config ({str(e).splitlines()[0].rstrip(":")}): a run cannot change '
+        f'its model or optimizer; use another --workdir') from e
   stopper = early_stopping_lib.EarlyStopping.from_state_dict(
       meta['early_stopping'])
   stopper.patience = config.patience  # Differs only if allow_config_change.

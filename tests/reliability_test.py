@@ -5,7 +5,6 @@ Training runs go through main.py in subprocesses (as a user runs them) that
 share one XLA compilation cache, so only the first run compiles.
 """
 
-import json
 import os
 import shutil
 import signal
@@ -236,6 +235,23 @@ def test_finished_run_continues_with_allowed_config_change(reference,
                                      'new': NUM_EPOCHS + 1}}]
   assert ev['checkpoint_epoch'] == min(history, key=lambda r: r['val_loss'])[
       'epoch']
+
+
+def test_allowed_change_that_the_checkpoint_cannot_take_is_refused(
+    reference, tiny_config, tmp_path, capsys):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(reference, workdir)
+  saved = _snapshot(workdir)
+  tiny_config.update(train_subset=80, test_subset=16, num_epochs=NUM_EPOCHS,
+                     patience=100, checkpoint_every_epochs=2, model='cnn9')
+  assert cli.run(tiny_config, workdir, 'train') == 1
+  assert 'different config (fields model)' in capsys.readouterr().err
+  tiny_config.allow_config_change = True
+  assert cli.run(tiny_config, workdir, 'train') == 1
+  err = capsys.readouterr().err
+  assert err.startswith(f'error: the checkpoint of epoch {NUM_EPOCHS} in '
+                        f'{workdir!r} does not fit this config')
+  assert _snapshot(workdir) == saved  # Nothing recorded, nothing changed.
 
 
 # --- 4. Divergence ------------------------------------------------------------------
