@@ -27,6 +27,18 @@ flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() first '
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+def parse_flags(argv):
+  """absl's parsing, with an unknown --config field named in one line
+  (ml_collections raises a bare AttributeError for it)."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError) as e:
+    field = str(e).strip('"\'')
+    given = [a for a in argv if a.startswith('--config.') and field in a]
+    sys.exit(f'FATAL Flags parsing error: {" ".join(given) or field}: the '
+             f'config has no field {field!r} (all fields: configs/default.py)')
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -40,4 +52,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

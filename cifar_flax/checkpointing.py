@@ -26,6 +26,9 @@ def create_manager(workdir, read_only=False):
   options = ocp.CheckpointManagerOptions(
       best_fn=_val_loss, best_mode='min', read_only=read_only,
       create=not read_only,
+      # Deletes what a save killed midway left (<step>.orbax-checkpoint-tmp-*);
+      # complete checkpoints are renamed into place, so they are never partial.
+      cleanup_tmp_directories=not read_only,
       preservation_policy=policies.AnyPreservationPolicy([
           policies.LatestN(1),
           policies.BestN(get_metric_fn=_val_loss, reverse=True, n=1)]))

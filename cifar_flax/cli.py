@@ -17,9 +17,10 @@ def run(config, workdir, mode, images=()):
   from cifar_flax import evaluate  # pylint: disable=g-import-not-at-top
   from cifar_flax import predict  # pylint: disable=g-import-not-at-top
   from cifar_flax import train  # pylint: disable=g-import-not-at-top
-  train.setup_jax(config)
   clear = CLEAR_ERRORS + (train.TrainingDivergedError, predict.ImageReadError)
   try:
+    config_checks.validate(config)  # Before any mode does any work.
+    train.setup_jax(config)
     if images and mode != 'predict':
       raise predict.ImageReadError(f'--images is for --mode=predict, not '
                                    f'--mode={mode}')
@@ -45,6 +46,8 @@ def run(config, workdir, mode, images=()):
     print(f'error: {e}', file=sys.stderr)
     return 1
   except KeyboardInterrupt as e:
-    print(f'interrupted: {e}' if str(e) else 'interrupted', file=sys.stderr)
+    print(f'interrupted: {e}' if str(e) else
+          'interrupted: the latest saved checkpoint is kept; rerun the same '
+          'command to resume', file=sys.stderr)
     return 130
   return 0

@@ -191,18 +191,26 @@ def _scalars(prefix, m):
   return {f'{prefix}_{k}': float(v) for k, v in m.compute().items()}
 
 
-def _check_finite(epoch, row, state):
+def _check_finite(epoch, row, state, best_epoch):
+  """Raises before a diverged epoch reaches the history or a checkpoint."""
   bad = [k for k in ('train_loss', 'val_loss') if not math.isfinite(row[k])]
   if not bad and not all(bool(jnp.isfinite(p).all())
                          for p in jax.tree.leaves(state.params)):
     bad = ['parameters']
-  if bad:
-    raise TrainingDivergedError(
-        f'epoch {epoch}: {" and ".join(bad)} not finite ('
-        f'train_loss={row["train_loss"]}, val_loss={row["val_loss"]}); '
-        f'stopped. The best checkpoint and history up to epoch {epoch - 1} '
-        f'are intact: evaluate them with --mode=eval, or lower the learning '
-        f'rate')
+  if not bad:
+    return
+  if best_epoch:
+    kept = (f'The best checkpoint (epoch {best_epoch}) and the history of '
+            f'epochs 1-{epoch - 1} are intact: evaluate them with '
+            f'--mode=eval, or continue from the latest checkpoint with a lower '
+            f'--config.learning_rate and --config.allow_config_change=True')
+  else:
+    kept = ('No checkpoint was saved (no epoch ended with finite values): '
+            'lower --config.learning_rate and start again')
+  raise TrainingDivergedError(
+      f'epoch {epoch}: {" and ".join(bad)} not finite (train_loss='
+      f'{row["train_loss"]}, val_loss={row["val_loss"]}); training stopped. '
+      f'{kept}')
 
 
 class _StopSignal:
@@ -236,27 +244,34 @@ def train_and_evaluate(config, workdir):
   """Trains (or resumes) the run in `workdir`, then evaluates its best
   checkpoint on the test set. Returns the evaluation dict."""
   config_checks.validate(config)
-  workdir_lib.prepare(workdir, config, ignore_keys=config_checks.RESUMABLE_KEYS)
   setup_jax(config)
   dataset = data_lib.load_dataset(config)
   mesh = sharding.data_mesh()
   sharding.check_batch_size(config.batch_size, mesh)
   sharding.check_batch_size(config.eval_batch_size, mesh, 'eval_batch_size')
   config_checks.validate_against_data(config, dataset)
+  # Only a valid config creates (or touches) the workdir.
+  changed = workdir_lib.prepare(
+      workdir, config, ignore_keys=config_checks.RESUMABLE_KEYS,
+      allow_change=config.get('allow_config_change', False))
 
   model = models.create_model(config, dataset.num_classes)
   state = create_train_state(
       config, model, jax.random.key(config.seed),
       steps_per_epoch=loop.num_batches(len(dataset.train), config.batch_size))
   manager = checkpointing.create_manager(workdir)
-  state, stopper, history, first_epoch = _resume(config, workdir, manager,
-                                                 state)
-  if first_epoch is None:
-    logging.info('%s: run already finished (resumed nothing)', workdir)
-    print(f'{workdir}: this run has already finished; nothing to do.')
+  try:
+    state, stopper, history, first_epoch = _resume(config, workdir, manager,
+                                                   state)
+  except BaseException:
     manager.close()
-    from cifar_flax import evaluate  # pylint: disable=g-import-not-at-top
-    return evaluate.evaluate(config, workdir, dataset=dataset)
+    raise
+  if changed:
+    workdir_lib.record_config_change(workdir, config, changed)
+  if first_epoch is None:
+    best = manager.best_step()
+    manager.close()
+    return _finished_result(config, workdir, dataset, best)
   state = sharding.replicate(state, mesh)
   programs = Programs(config, dataset, mesh)
   compile_s = programs.compile(state, _epoch_key(config.seed, 1))
@@ -282,15 +297,44 @@ def _resume(config, workdir, manager, state):
   step = manager.latest_step()
   if step is None:
     return state, stopper, [], 1
-  state, meta = checkpointing.restore(manager, step, state)
+  try:
+    state, meta = checkpointing.restore(manager, step, state)
+  except ValueError as e:  # A changed model or optimizer.
+    raise workdir_lib.WorkdirError(
+        f'the checkpoint of epoch {step} in {workdir!r} does not fit this '
+        f'config ({str(e).splitlines()[0].rstrip(":")}): a run cannot change '
+        f'its model or optimizer; use another --workdir') from e
   stopper = early_stopping_lib.EarlyStopping.from_state_dict(
       meta['early_stopping'])
-  history = workdir_lib.read_history(workdir)[:meta['epoch']]
-  if meta.get('finished'):
+  stopper.patience = config.patience  # Differs only if allow_config_change.
+  # The checkpoint's own history: history.json may be ahead of it (killed
+  # before the save committed) or behind (killed before it was written).
+  history = meta.get('history',
+                     workdir_lib.read_history(workdir)[:meta['epoch']])
+  if workdir_lib.read_history(workdir) != history:
+    workdir_lib.write_history(workdir, history)
+  if stopper.should_stop or meta['epoch'] >= config.num_epochs:
     return state, stopper, history, None
   logging.info('resuming %s after epoch %d', workdir, meta['epoch'])
   print(f'Resuming from the checkpoint of epoch {meta["epoch"]}.')
   return state, stopper, history, meta['epoch'] + 1
+
+
+def _finished_result(config, workdir, dataset, best_step):
+  """A finished run's eval.json, untouched; evaluated only if missing or
+  older than the best checkpoint (killed before the evaluation ended)."""
+  from cifar_flax import evaluate  # pylint: disable=g-import-not-at-top
+  result = workdir_lib.read_json(os.path.join(workdir, workdir_lib.EVAL_FILE))
+  if result is None or result.get('checkpoint_epoch') != best_step:
+    print(f'{workdir}: training has already finished; evaluating its best '
+          f'checkpoint.')
+    return evaluate.evaluate(config, workdir, dataset=dataset)
+  print(f'{workdir}: this run has already finished; nothing changed. Test '
+        f'top-1 {result["test_top1"]:.4f}, top-5 {result["test_top5"]:.4f}, '
+        f'loss {result["test_loss"]:.4f} (best checkpoint, epoch '
+        f'{best_step}; {workdir_lib.EVAL_FILE}). Evaluate again with '
+        f'--mode=eval.')
+  return result
 
 
 def _train_epochs(config, workdir, programs, manager, writer, state, stopper,
@@ -307,15 +351,17 @@ def _train_epochs(config, workdir, programs, manager, writer, state, stopper,
     row = {'epoch': epoch, **_scalars('train', train_m),
            **_scalars('val', val_m)}
     row['epoch_seconds'] = time.perf_counter() - t0
-    _check_finite(epoch, row, state)
+    _check_finite(epoch, row, state, stopper.best_epoch)
     improved = stopper.update(epoch, row['val_loss'])
     history.append(row)
     finished = (stopper.should_stop or epoch == config.num_epochs)
-    if (improved or finished or stop.received or
+    stopping = stop.received  # A signal from now on stops after the next epoch.
+    if (improved or finished or stopping or
         epoch % config.checkpoint_every_epochs == 0):
       meta = {'epoch': epoch, 'early_stopping': stopper.state_dict(),
               'finished': bool(finished), 'class_names': programs.class_names,
-              'channel_mean': programs.mean.tolist()}
+              'channel_mean': programs.mean.tolist(),
+              'history': list(history)}
       checkpointing.save(manager, epoch, state, meta, row['val_loss'])
     workdir_lib.write_history(workdir, history)
     step = epoch * steps_per_epoch
@@ -327,10 +373,10 @@ def _train_epochs(config, workdir, programs, manager, writer, state, stopper,
           f'{report["steps_per_sec"]:.1f} steps/s  ETA '
           f'{metric_logging.format_duration(report["eta_seconds"])}'
           + ('  *best*' if improved else ''), flush=True)
-    if stop.received:
+    if stopping and not finished:
       manager.wait_until_finished()
       raise KeyboardInterrupt(
-          f'{stop.received}: checkpoint of epoch {epoch} saved; rerun the '
+          f'{stopping}: checkpoint of epoch {epoch} saved; rerun the '
           f'same command to resume')
     if stopper.should_stop:
       print(f'Early stop after epoch {epoch}: no val_loss improvement for '

@@ -8,6 +8,7 @@ import tempfile
 CONFIG_FILE = 'config.json'
 HISTORY_FILE = 'history.json'
 EVAL_FILE = 'eval.json'
+CONFIG_CHANGES_FILE = 'config_changes.json'
 CHECKPOINT_DIR = 'checkpoints'
 
 
@@ -57,11 +58,14 @@ def config_to_dict(config):
   return json.loads(config.to_json_best_effort())
 
 
-def prepare(workdir, config, ignore_keys=()):
+def prepare(workdir, config, ignore_keys=(), allow_change=False):
   """Creates the workdir, checks it is writable and holds no other run.
 
   A workdir whose config.json differs from `config` (outside `ignore_keys`,
-  fields that may change between attempts of one run) is refused.
+  fields that may change between attempts of one run) is refused unless
+  `allow_change`. Returns the fields that differ: the caller records them
+  with `record_config_change` once the run's checkpoint has accepted them.
+  An unchanged config.json is left untouched.
   """
   try:
     os.makedirs(workdir, exist_ok=True)
@@ -72,12 +76,30 @@ def prepare(workdir, config, ignore_keys=()):
   path = os.path.join(workdir, CONFIG_FILE)
   new = config_to_dict(config)
   old = read_json(path)
-  if old is not None:
-    differ = sorted(k for k in set(old) | set(new)
-                    if k not in ignore_keys and old.get(k) != new.get(k))
-    if differ:
-      raise WorkdirError(
-          f'workdir {workdir!r} holds a run with a different config (fields '
-          f'{", ".join(differ)}); use another --workdir, or set '
-          f'--config.allow_config_change=True to continue it anyway')
+  if old == new:
+    return []
+  differ = [] if old is None else sorted(
+      k for k in set(old) | set(new)
+      if k not in ignore_keys and old.get(k) != new.get(k))
+  if differ and not allow_change:
+    raise WorkdirError(
+        f'workdir {workdir!r} holds a run with a different config (fields '
+        f'{", ".join(differ)}); use another --workdir, or set '
+        f'--config.allow_config_change=True to continue it anyway')
+  if not differ:
+    write_json(path, new)
+  return differ
+
+
+def record_config_change(workdir, config, fields):
+  """Writes the new config.json; the old values of `fields` are appended to
+  config_changes.json."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  old, new = read_json(path), config_to_dict(config)
+  changes_path = os.path.join(workdir, CONFIG_CHANGES_FILE)
+  changes = read_json(changes_path, [])
+  changes.append({k: {'old': old.get(k), 'new': new.get(k)} for k in fields})
+  write_json(changes_path, changes)
   write_json(path, new)
+  print(f'{workdir}: continuing with changed config fields '
+        f'{", ".join(fields)} (previous values in {CONFIG_CHANGES_FILE})')

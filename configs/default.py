@@ -125,7 +125,9 @@ def get_config():
   # programs compiled once (no checkpoints; see cifar_flax/timed_runs.py).
   config.timed_seeds = 5
 
-  # A workdir that holds a run with another config is refused unless True.
+  # A workdir holding a run with another config is refused unless this is
+  # True: then the run continues from its latest checkpoint under the new
+  # values (e.g. more epochs) and the old ones are kept in config_changes.json.
   config.allow_config_change = False
 
   # --- --mode=benchmark (synthetic data of the real shapes) -----------------

@@ -1,0 +1,392 @@
+"""Reliability: resume after SIGTERM/SIGKILL, determinism, divergence, bad
+configs, bad workdirs, evaluation without a checkpoint.
+
+Training runs go through main.py in subprocesses (as a user runs them) that
+share one XLA compilation cache, so only the first run compiles.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cifar_flax import checkpointing
+from cifar_flax import cli
+from cifar_flax import workdir as workdir_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMING = ('epoch_seconds', 'eval_seconds')
+NUM_EPOCHS = 8
+# Runs main.py in this process after the patch (Python code) has run.
+LAUNCHER = """
+import os, runpy, sys, time
+{patch}
+sys.argv = ['main.py'] + sys.argv[1:]
+runpy.run_path('main.py', run_name='__main__')
+"""
+# Half a second after each epoch's history is written: room for a signal to
+# land mid-run. Timing only, results are unchanged.
+SLOW = """
+from cifar_flax import workdir as workdir_lib
+_write = workdir_lib.write_history
+def write_history(*args):
+  _write(*args)
+  time.sleep(0.3)
+workdir_lib.write_history = write_history
+"""
+# Parameters turn NaN after train pass `{epoch}` (outside the jitted pass, so
+# the cached compilation still serves).
+DIVERGE = """
+import jax
+import jax.numpy as jnp
+from cifar_flax import train
+_compile = train.Programs.compile
+def compile(self, state, rng):
+  out = _compile(self, state, rng)
+  real, calls = self.train_pass, [0]
+  def train_pass(state, *args):
+    state, m = real(state, *args)
+    calls[0] += 1
+    if calls[0] >= {epoch}:
+      state = state.replace(
+          params=jax.tree.map(lambda p: p * jnp.nan, state.params))
+    return state, m
+  self.train_pass = train_pass
+  return out
+train.Programs.compile = compile
+"""
+
+
+@pytest.fixture(scope='module')
+def run_flags(fake_data_dir, tmp_path_factory):
+  """main.py flags of a tiny run: 64 training images, 8 steps per epoch."""
+  cache = str(tmp_path_factory.mktemp('xla_cache'))
+  return [f'--config={os.path.join(ROOT, "configs", "test.py")}',
+          f'--config.data_dir={fake_data_dir}', '--config.train_subset=80',
+          '--config.test_subset=16', f'--config.num_epochs={NUM_EPOCHS}',
+          '--config.patience=100', '--config.checkpoint_every_epochs=2',
+          f'--config.compilation_cache_dir={cache}']
+
+
+def _start(workdir, flags, patch=''):
+  return subprocess.Popen(
+      [sys.executable, '-c', LAUNCHER.format(patch=patch),
+       f'--workdir={workdir}', *flags],
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc, timeout=300):
+  out, err = proc.communicate(timeout=timeout)
+  return proc.returncode, out, err
+
+
+def _run(workdir, flags, patch=''):
+  return _finish(_start(workdir, flags, patch))
+
+
+def _steps(workdir):
+  """Complete checkpoint steps (orbax renames a finished save into place)."""
+  d = os.path.join(workdir, workdir_lib.CHECKPOINT_DIR)
+  return sorted(int(n) for n in os.listdir(d) if n.isdigit()) if (
+      os.path.isdir(d)) else []
+
+
+def _wait_for(proc, condition, what, timeout=300):
+  t0 = time.time()
+  while not condition():
+    if proc.poll() is not None:
+      pytest.fail(f'the run ended before {what}: {_finish(proc)}')
+    if time.time() - t0 > timeout:
+      proc.kill()
+      pytest.fail(f'timed out waiting for {what}')
+    time.sleep(0.02)
+
+
+def _results(workdir):
+  """history.json and eval.json without their timing fields."""
+  untimed = lambda d: {k: v for k, v in d.items() if k not in TIMING}
+  history = workdir_lib.read_history(workdir)
+  ev = workdir_lib.read_json(os.path.join(workdir, workdir_lib.EVAL_FILE))
+  return [untimed(r) for r in history], untimed(ev)
+
+
+def _latest_meta(workdir):
+  """The latest checkpoint's bookkeeping, its history without timing."""
+  manager = checkpointing.create_manager(workdir, read_only=True)
+  try:
+    meta = manager.restore(
+        manager.latest_step(), args=checkpointing.ocp.args.Composite(
+            meta=checkpointing.ocp.args.JsonRestore())).meta
+  finally:
+    manager.close()
+  meta['history'] = [{k: v for k, v in r.items() if k not in TIMING}
+                     for r in meta['history']]
+  return meta
+
+
+def _snapshot(workdir):
+  out = {}
+  for d, _, files in os.walk(workdir):
+    for f in files:
+      p = os.path.join(d, f)
+      st = os.stat(p)
+      with open(p, 'rb') as fh:
+        out[p] = (st.st_mtime_ns, fh.read())
+  return out
+
+
+@pytest.fixture(scope='module')
+def reference(run_flags, tmp_path_factory):
+  """An uninterrupted run (it also fills the compilation cache)."""
+  workdir = str(tmp_path_factory.mktemp('reference'))
+  rc, out, err = _run(workdir, run_flags)
+  assert rc == 0, out + err
+  history, ev = _results(workdir)
+  assert [r['epoch'] for r in history] == list(range(1, NUM_EPOCHS + 1))
+  assert ev['num_examples'] == 16
+  return workdir
+
+
+# --- 1-3. Resume, SIGTERM, determinism -------------------------------------------
+
+
+def test_same_config_and_seed_give_identical_runs(reference, run_flags,
+                                                  tmp_path):
+  rc, out, err = _run(str(tmp_path), run_flags)
+  assert rc == 0, out + err
+  assert _results(str(tmp_path)) == _results(reference)
+  assert _latest_meta(str(tmp_path)) == _latest_meta(reference)
+
+
+def test_sigterm_then_sigkill_then_rerun_ends_like_uninterrupted(
+    reference, run_flags, tmp_path):
+  workdir = str(tmp_path)
+  # SIGTERM mid-run: the epoch in progress ends, is saved, exit status 130.
+  proc = _start(workdir, run_flags, SLOW)
+  _wait_for(proc, lambda: 2 in _steps(workdir), 'checkpoint 2')
+  proc.send_signal(signal.SIGTERM)
+  rc, out, err = _finish(proc)
+  assert rc == 130, out + err
+  assert 'Traceback' not in err
+  stopped = max(_steps(workdir))
+  assert stopped < NUM_EPOCHS, 'the signal landed too late to test resume'
+  assert (f'interrupted: SIGTERM: checkpoint of epoch {stopped} saved; rerun '
+          f'the same command to resume') in err
+  assert len(workdir_lib.read_history(workdir)) == stopped
+  assert not os.path.exists(os.path.join(workdir, workdir_lib.EVAL_FILE))
+
+  # SIGKILL mid-run, right after the next checkpoint.
+  proc = _start(workdir, run_flags, SLOW)
+  _wait_for(proc, lambda: max(_steps(workdir)) > stopped, 'a new checkpoint')
+  proc.kill()
+  _finish(proc)
+  latest = max(_steps(workdir))
+  assert latest < NUM_EPOCHS, 'the kill landed too late to test resume'
+  # What a kill at other moments leaves: a save cut short (orbax's temporary
+  # directory of the next step) and history.json one epoch behind the
+  # checkpoint (killed between the commit and the history write).
+  for step in {latest + 1, NUM_EPOCHS}:
+    shutil.copytree(
+        os.path.join(workdir, 'checkpoints', str(latest)),
+        os.path.join(workdir, 'checkpoints', f'{step}.orbax-checkpoint-tmp'),
+        ignore=shutil.ignore_patterns('commit_success.txt', '*METADATA*'))
+  workdir_lib.write_history(
+      workdir, workdir_lib.read_history(workdir)[:latest - 1])
+
+  rc, out, err = _run(workdir, run_flags)
+  assert rc == 0, out + err
+  assert f'Resuming from the checkpoint of epoch {latest}.' in out
+  assert _results(workdir) == _results(reference)
+  # Early-stopping state (best, best epoch, wait) and history included.
+  assert _latest_meta(workdir) == _latest_meta(reference)
+  assert _latest_meta(workdir)['history'] == _results(reference)[0]
+  assert not [n for n in os.listdir(os.path.join(workdir, 'checkpoints'))
+              if 'tmp' in n]
+
+
+def test_rerunning_a_finished_run_changes_nothing(reference, run_flags):
+  before = _snapshot(reference)
+  rc, out, err = _run(reference, run_flags)
+  assert rc == 0, out + err
+  assert 'this run has already finished; nothing changed' in out
+  ev = workdir_lib.read_json(os.path.join(reference, workdir_lib.EVAL_FILE))
+  assert f'top-1 {ev["test_top1"]:.4f}' in out
+  assert _snapshot(reference) == before
+
+
+def test_finished_run_continues_with_allowed_config_change(reference,
+                                                           run_flags, tmp_path):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(reference, workdir)
+  rc, out, err = _run(workdir, run_flags + [
+      f'--config.num_epochs={NUM_EPOCHS + 1}',
+      '--config.allow_config_change=True'])
+  assert rc == 0, out + err
+  history, ev = _results(workdir)
+  assert history[:NUM_EPOCHS] == _results(reference)[0]
+  assert [r['epoch'] for r in history] == list(range(1, NUM_EPOCHS + 2))
+  changes = workdir_lib.read_json(os.path.join(workdir,
+                                               'config_changes.json'))
+  assert changes == [{'num_epochs': {'old': NUM_EPOCHS,
+                                     'new': NUM_EPOCHS + 1}}]
+  assert ev['checkpoint_epoch'] == min(history, key=lambda r: r['val_loss'])[
+      'epoch']
+
+
+def test_allowed_change_that_the_checkpoint_cannot_take_is_refused(
+    reference, tiny_config, tmp_path, capsys):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(reference, workdir)
+  saved = _snapshot(workdir)
+  tiny_config.update(train_subset=80, test_subset=16, num_epochs=NUM_EPOCHS,
+                     patience=100, checkpoint_every_epochs=2, model='cnn9')
+  assert cli.run(tiny_config, workdir, 'train') == 1
+  assert 'different config (fields model)' in capsys.readouterr().err
+  tiny_config.allow_config_change = True
+  assert cli.run(tiny_config, workdir, 'train') == 1
+  err = capsys.readouterr().err
+  assert err.startswith(f'error: the checkpoint of epoch {NUM_EPOCHS} in '
+                        f'{workdir!r} does not fit this config')
+  assert _snapshot(workdir) == saved  # Nothing recorded, nothing changed.
+
+
+# --- 4. Divergence ------------------------------------------------------------------
+
+
+def test_divergence_stops_and_keeps_best_checkpoint_and_history(
+    reference, run_flags, tmp_path):
+  del reference  # Only fills the compilation cache.
+  workdir = str(tmp_path)
+  rc, out, err = _run(workdir, run_flags, DIVERGE.format(epoch=3))
+  assert rc == 1, out + err
+  assert 'Traceback' not in err
+  assert 'error: epoch 3: val_loss not finite' in err
+  assert 'history of epochs 1-2 are intact' in err
+  history = workdir_lib.read_history(workdir)
+  assert [r['epoch'] for r in history] == [1, 2]
+  assert all(isinstance(v, (int, float)) for r in history for v in r.values())
+  assert _steps(workdir) and max(_steps(workdir)) <= 2  # Not the diverged.
+  # The kept checkpoint evaluates in a fresh, unpatched process.
+  rc, out, err = _run(workdir, run_flags + ['--mode=eval'])
+  assert rc == 0, out + err
+  ev = workdir_lib.read_json(os.path.join(workdir, workdir_lib.EVAL_FILE))
+  best = min(history, key=lambda r: r['val_loss'])['epoch']
+  assert ev['checkpoint_epoch'] == best
+
+
+def test_divergence_in_the_first_epoch_says_there_is_no_checkpoint(
+    reference, run_flags, tmp_path, tiny_config, capsys):
+  del reference
+  workdir = str(tmp_path)
+  rc, out, err = _run(workdir, run_flags, DIVERGE.format(epoch=1))
+  assert rc == 1, out + err
+  assert 'Traceback' not in err
+  assert 'error: epoch 1: val_loss not finite' in err
+  assert 'No checkpoint was saved' in err
+  assert _steps(workdir) == [] and workdir_lib.read_history(workdir) == []
+  assert cli.run(tiny_config, workdir, 'eval') == 1
+  assert 'error: no checkpoint in' in capsys.readouterr().err
+
+
+# --- 5. Bad configuration -----------------------------------------------------------
+
+
+@pytest.mark.parametrize('override, field', [
+    ('--config.bogus=1', 'bogus'),
+    ('--config.batch_size=abc', 'batch_size'),
+    ('--config.augment.zoom=0.1', 'zoom'),
+])
+def test_unknown_field_or_wrong_type_fails_at_parsing(override, field,
+                                                      tmp_path):
+  workdir = str(tmp_path / 'run')
+  proc = subprocess.run(
+      [sys.executable, 'main.py', '--config=configs/test.py',
+       f'--workdir={workdir}', override],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0
+  assert field in proc.stderr and 'Traceback' not in proc.stderr
+  assert not os.path.exists(workdir)
+
+
+@pytest.mark.parametrize('field, value', [
+    ('batch_size', 1000),  # More than the 200 training images.
+    ('patience', -1),
+    ('validation_fraction', 0.0),
+    ('validation_fraction', 1.0),
+    ('model', 'cnn7'),
+    ('optimizer', 'sgd'),
+])
+def test_impossible_value_fails_before_any_work(field, value, tiny_config,
+                                                tmp_path, capsys):
+  tiny_config[field] = value
+  workdir = str(tmp_path / 'run')
+  # The batch size is checked against the data, which only training loads.
+  for mode in ('train',) if field == 'batch_size' else ('train', 'eval'):
+    assert cli.run(tiny_config, workdir, mode) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: config.{field}: ') and err.count('\n') == 1
+    assert not os.path.exists(workdir)
+
+
+# --- 6. Workdir ---------------------------------------------------------------------
+
+
+def _unwritable_workdirs(tmp_path):
+  a_file = tmp_path / 'a_file'
+  a_file.write_text('')
+  paths = [str(a_file / 'run'), '/proc/cifar_flax_run']
+  if os.geteuid() != 0:  # chmod does not stop root.
+    locked = tmp_path / 'locked'
+    locked.mkdir()
+    locked.chmod(0o500)
+    paths.append(str(locked / 'run'))
+  return paths
+
+
+def test_unwritable_workdir_fails_before_training(tiny_config, tmp_path,
+                                                  capsys, monkeypatch):
+  from cifar_flax import train  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(train, 'Programs', None)  # Training would crash.
+  for workdir in _unwritable_workdirs(tmp_path):
+    assert cli.run(tiny_config, workdir, 'train') == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: workdir {workdir!r} is not writable')
+
+
+def test_workdir_of_another_config_is_refused(tiny_config, tmp_path, capsys):
+  workdir = str(tmp_path)
+  workdir_lib.prepare(workdir, tiny_config)
+  saved = _snapshot(workdir)
+  tiny_config.learning_rate = 0.1
+  tiny_config.augment.zoom_range = 0.1
+  assert cli.run(tiny_config, workdir, 'train') == 1
+  err = capsys.readouterr().err
+  assert 'holds a run with a different config (fields augment, ' \
+         'learning_rate)' in err
+  assert _snapshot(workdir) == saved
+  # Fields of RESUMABLE_KEYS may change; the file then records the new value.
+  tiny_config.learning_rate, tiny_config.augment.zoom_range = 1e-3, 0.2
+  tiny_config.eval_batch_size = 40
+  workdir_lib.prepare(workdir, tiny_config, ignore_keys=('eval_batch_size',))
+  assert workdir_lib.read_json(os.path.join(workdir, 'config.json'))[
+      'eval_batch_size'] == 40
+  assert not os.path.exists(os.path.join(workdir, 'config_changes.json'))
+
+
+# --- 7. Evaluation without a checkpoint ---------------------------------------------
+
+
+def test_eval_without_checkpoint_is_one_clear_line(tiny_config, tmp_path,
+                                                   capsys):
+  empty = tmp_path / 'empty'
+  (empty / 'checkpoints').mkdir(parents=True)
+  for workdir in (str(tmp_path / 'missing'), str(empty)):
+    assert cli.run(tiny_config, workdir, 'eval') == 1
+    err = capsys.readouterr().err
+    assert err.startswith('error: no checkpoint in ') and err.count('\n') == 1
+    assert 'train first' in err
+  assert not os.path.exists(tmp_path / 'missing')
