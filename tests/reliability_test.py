@@ -318,7 +318,7 @@ def test_unknown_field_or_wrong_type_fails_at_parsing(override, field,
     ('validation_fraction', 0.0),
     ('validation_fraction', 1.0),
     ('model', 'cnn7'),
-    ('optimizer', 'sgd'),
+    ('optimizer', 'adagrad'),
 ])
 def test_impossible_value_fails_before_any_work(field, value, tiny_config,
                                                 tmp_path, capsys):
