@@ -12,8 +12,11 @@ config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file (configs/*.py).', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, history, '
                     'metrics and reports of one run.')
-flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'train: train (or resume) '
-                  'then evaluate; eval: evaluate the best checkpoint.')
+flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'sweep', 'sweep_table'],
+                  'train: train (or resume) then evaluate; eval: evaluate '
+                  'the best checkpoint; sweep: train every row x seed of a '
+                  'sweep config (configs/paper_table.py) and write its '
+                  'table; sweep_table: only write the table.')
 flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() first '
                   '(one process per host; see the README).')
 flags.mark_flags_as_required(['config', 'workdir'])

@@ -21,6 +21,14 @@ def run(config, workdir, mode):
       train.train_and_evaluate(config, workdir)
     elif mode == 'eval':
       evaluate.evaluate(config, workdir)
+    elif mode == 'sweep':
+      from cifar_flax import sweep  # pylint: disable=g-import-not-at-top
+      sweep.run(config, workdir)
+    elif mode == 'sweep_table':
+      from cifar_flax import sweep  # pylint: disable=g-import-not-at-top
+      from cifar_flax import sweep_table  # pylint: disable=g-import-not-at-top
+      sweep.check(config)
+      sweep_table.write(config, workdir)
     else:
       raise ValueError(f'unknown mode {mode!r}')
   except CLEAR_ERRORS + (train.TrainingDivergedError,) as e:

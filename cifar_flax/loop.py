@@ -94,6 +94,7 @@ def make_train_pass(train_step, batch_size, form, sharding=None):
       state, acc = one_step(state, acc, images, labels, xs, i)
     return state, acc
   step_pass.one_step = one_step
+  step_pass.plan = plan_jit
   return step_pass
 
 
