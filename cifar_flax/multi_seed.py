@@ -12,6 +12,7 @@ Seeds may resume from different epochs; validation runs per seed, unvmapped.
 """
 
 import dataclasses
+import os
 import time
 from typing import Any
 
@@ -82,6 +83,9 @@ def make_train_pass(train_step, batch_size, form, sharding_=None):
     k = len(active)
     acc = jax.tree.map(lambda x: jnp.broadcast_to(x, (k,) + x.shape),
                        metrics_lib.Metrics.empty())
+    if sharding_ is not None:  # Placed like one_step's output: one compile.
+      acc = jax.device_put(acc, jax.sharding.NamedSharding(
+          sharding_.mesh, jax.sharding.PartitionSpec()))
     new = states
     for i in range(loop.num_batches(images.shape[0], batch_size)):
       new, acc = one_step(new, acc, images, labels, xs, i)
@@ -112,12 +116,16 @@ def seed_config(config, seed):
   return c
 
 
+def _diverged(workdir):
+  return os.path.exists(os.path.join(workdir, DIVERGED_FILE))
+
+
 def is_done(workdir):
-  """True once the seed in `workdir` has finished (or diverged) and has
+  """True once the seed in `workdir` has diverged, or finished and has
   eval.json: a sweep skips it."""
-  if workdir_lib.read_json(f'{workdir}/{DIVERGED_FILE}') is not None:
+  if _diverged(workdir):
     return True
-  if workdir_lib.read_json(f'{workdir}/{workdir_lib.EVAL_FILE}') is None:
+  if not os.path.exists(os.path.join(workdir, workdir_lib.EVAL_FILE)):
     return False
   manager = checkpointing.create_manager(workdir, read_only=True)
   try:
@@ -157,9 +165,10 @@ def train_and_evaluate(config, workdirs):
     manager = checkpointing.create_manager(workdirs[s])
     state, stopper, history, first = train._resume(  # pylint: disable=protected-access
         configs[s], workdirs[s], manager, take(fresh, i))
+    diverged = _diverged(workdirs[s])
     runs.append(_Run(s, workdirs[s], configs[s], manager, stopper, history,
                      len(history) if first is None else first - 1,
-                     first is not None))
+                     first is not None and not diverged))
     states.append(state)
   try:
     if any(r.active for r in runs):
@@ -171,8 +180,7 @@ def train_and_evaluate(config, workdirs):
       if r.writer is not None:
         r.writer.close()
   return {r.seed: evaluate_lib.evaluate(r.config, r.workdir, dataset=dataset)
-          for r in runs
-          if workdir_lib.read_json(f'{r.workdir}/{DIVERGED_FILE}') is None}
+          for r in runs if not _diverged(r.workdir)}
 
 
 def _train(config, dataset, mesh, runs, states):
@@ -184,6 +192,15 @@ def _train(config, dataset, mesh, runs, states):
   seeds = jnp.asarray([r.seed for r in runs])
   steps_per_epoch = loop.num_batches(len(programs.train_data[1]),
                                      config.batch_size)
+  if programs.form == 'scan':  # Compile ahead, as train.Programs.compile.
+    t0 = time.perf_counter()
+    train_pass = train_pass.lower(
+        states, *programs.train_data, epoch_keys(seeds, seeds),
+        jnp.ones(len(runs), bool)).compile()
+    programs.eval_pass = programs.eval_pass.lower(
+        take(states, 0), *programs.val_data).compile()
+    print(f'compiled {len(runs)} seeds together in '
+          f'{time.perf_counter() - t0:.1f} s', flush=True)
   for r in runs:
     if r.active and jax.process_index() == 0:
       r.writer = metric_logging.MetricWriter(r.workdir)
@@ -217,7 +234,7 @@ def _end_epoch(config, run, programs, state, train_m, val_m, seconds, stop,
     train._check_finite(epoch, row, state)  # pylint: disable=protected-access
   except train.TrainingDivergedError as e:
     print(f'seed {run.seed}: {e}', flush=True)
-    workdir_lib.write_json(f'{run.workdir}/{DIVERGED_FILE}',
+    workdir_lib.write_json(os.path.join(run.workdir, DIVERGED_FILE),
                            {'epoch': epoch, 'message': str(e)})
     run.active = False
     return

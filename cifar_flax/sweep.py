@@ -100,16 +100,20 @@ def run(sweep_config, workdir):
   the table; returns the table's rows."""
   configs = check(sweep_config)
   seeds = list(sweep_config.seeds)
-  for name, config in configs.items():
-    todo = [s for s in seeds
-            if not multi_seed.is_done(seed_workdir(workdir, name, s))]
-    if not todo:
-      print(f'{name}: all {len(seeds)} seeds finished, skipping.')
-      continue
-    print(f'{name}: training seeds {todo} together '
-          f'({sweep_config.rows[name].config}).', flush=True)
-    for group in _groups(todo, sweep_config.seeds_per_group):
-      multi_seed.train_and_evaluate(
-          config, {s: seed_workdir(workdir, name, s) for s in group})
+  try:
+    for name, config in configs.items():
+      todo = [s for s in seeds
+              if not multi_seed.is_done(seed_workdir(workdir, name, s))]
+      if not todo:
+        print(f'{name}: all {len(seeds)} seeds finished, skipping.')
+        continue
+      print(f'{name}: training seeds {todo} together '
+            f'({sweep_config.rows[name].config}).', flush=True)
+      for group in _groups(todo, sweep_config.seeds_per_group):
+        multi_seed.train_and_evaluate(
+            config, {s: seed_workdir(workdir, name, s) for s in group})
+      sweep_table.write(sweep_config, workdir)
+  except KeyboardInterrupt:  # Stopped (SIGTERM/SIGINT): table of what finished.
     sweep_table.write(sweep_config, workdir)
+    raise
   return sweep_table.write(sweep_config, workdir)

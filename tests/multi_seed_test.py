@@ -62,3 +62,20 @@ def test_seeds_together_match_seeds_alone(tmp_path, fake_data_dir,
   # One seed stopped early while the other kept training.
   assert stop_epochs[1] < stop_epochs[2], stop_epochs
   assert stop_epochs[1] < config.num_epochs
+
+
+def test_a_diverging_seed_stops_alone(tmp_path):
+  from cifar_flax import early_stopping  # pylint: disable=g-import-not-at-top
+  from cifar_flax import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  from cifar_flax import sweep_table  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path)
+  run = multi_seed._Run(seed=3, workdir=workdir, config=None, manager=None,
+                        stopper=early_stopping.EarlyStopping(2), history=[],
+                        epoch=4, active=True)
+  nan = metrics_lib.batch_metrics(jnp.full((2, 5), jnp.nan),
+                                  jnp.array([0, 1]), jnp.ones(2))
+  multi_seed._end_epoch(None, run, None, None, nan, nan, 1.0, None, 10)
+  assert not run.active and run.history == [] and run.epoch == 5
+  assert _read(workdir, multi_seed.DIVERGED_FILE)['epoch'] == 5
+  assert multi_seed.is_done(workdir)
+  assert sweep_table.seed_result(workdir) == {'diverged': True}
