@@ -13,13 +13,16 @@ config_flags.DEFINE_config_file(
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, history, '
                     'metrics and reports of one run.')
 flags.DEFINE_enum('mode', 'train',
-                  ['train', 'eval', 'report', 'predict', 'benchmark', 'timed'],
+                  ['train', 'eval', 'report', 'predict', 'benchmark', 'timed',
+                   'sweep', 'sweep_table'],
                   'train: train (or resume) then evaluate; eval: evaluate the '
                   'best checkpoint; report: write the figures and tables to '
                   'WORKDIR/reports; predict: classify --images; benchmark: '
                   'time the training and evaluation programs on synthetic '
                   'data; timed: time config.timed_seeds runs from scratch (no '
-                  'checkpoints) and write timed.json.')
+                  'checkpoints) and write timed.json; sweep: train every row x '
+                  'seed of a sweep config (configs/paper_table.py) and write '
+                  'its table; sweep_table: only write the table.')
 flags.DEFINE_list('images', [], 'Comma-separated image files for '
                   '--mode=predict (any size or mode PIL reads).')
 flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() first '

@@ -12,6 +12,9 @@ CLEAR_ERRORS = (data.DataError, config_checks.ConfigError,
                 workdir_lib.WorkdirError, checkpointing.NoCheckpointError)
 
 
+SWEEP_MODES = ('sweep', 'sweep_table')
+
+
 def run(config, workdir, mode, images=()):
   """Runs `mode`; returns the process exit status."""
   from cifar_flax import evaluate  # pylint: disable=g-import-not-at-top
@@ -19,8 +22,9 @@ def run(config, workdir, mode, images=()):
   from cifar_flax import train  # pylint: disable=g-import-not-at-top
   clear = CLEAR_ERRORS + (train.TrainingDivergedError, predict.ImageReadError)
   try:
-    config_checks.validate(config)  # Before any mode does any work.
-    train.setup_jax(config)
+    if mode not in SWEEP_MODES:  # A sweep checks each of its row configs.
+      config_checks.validate(config)  # Before any mode does any work.
+      train.setup_jax(config)
     if images and mode != 'predict':
       raise predict.ImageReadError(f'--images is for --mode=predict, not '
                                    f'--mode={mode}')
@@ -40,6 +44,14 @@ def run(config, workdir, mode, images=()):
     elif mode == 'timed':
       from cifar_flax import timed_runs  # pylint: disable=g-import-not-at-top
       timed_runs.timed_runs(config, workdir)
+    elif mode == 'sweep':
+      from cifar_flax import sweep  # pylint: disable=g-import-not-at-top
+      sweep.run(config, workdir)
+    elif mode == 'sweep_table':
+      from cifar_flax import sweep  # pylint: disable=g-import-not-at-top
+      from cifar_flax import sweep_table  # pylint: disable=g-import-not-at-top
+      sweep.check(config)
+      sweep_table.write(config, workdir)
     else:
       raise ValueError(f'unknown mode {mode!r}')
   except clear as e:

@@ -100,6 +100,8 @@ def make_train_pass(train_step, batch_size, form, sharding=None, unroll=1):
     for _ in range(num_batches(images.shape[0], batch_size)):
       state, acc, i = one_step(state, acc, images, labels, xs, i)
     return state, acc
+  step_pass.one_step = one_step
+  step_pass.plan = plan_jit
   return step_pass
 
 

@@ -159,6 +159,7 @@ class Programs:
                              label_smoothing=config.get('label_smoothing', 0.0))
     evaluate = functools.partial(eval_step, mean=self.mean,
                                  aug_config=config.augment)
+    self.train_step = step
     batch_sharding = sharding.batch_sharded(mesh)
     self.train_pass = loop.make_train_pass(step, config.batch_size, form,
                                            batch_sharding, config.scan_unroll)

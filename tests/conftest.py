@@ -69,3 +69,9 @@ def tiny_config(fake_data_dir):
   config = test_config.get_config()
   config.data_dir = fake_data_dir
   return config
+
+
+@pytest.fixture(scope='session')
+def xla_cache_dir(tmp_path_factory):
+  """A compilation cache shared by tests that compile the same programs."""
+  return str(tmp_path_factory.mktemp('xla_cache'))

@@ -1,0 +1,265 @@
+"""k seeds of one config trained together, in one jitted program per epoch.
+
+At batch 64 one GPU is launch-bound, so the single-run train pass
+(loop.make_train_pass over train.train_step) is vmapped over stacked train
+states and per-seed epoch keys. Each seed draws the data order, augmentation
+and dropout of its single run (train._epoch_key(seed, epoch)), keeps its own
+early stopping, and writes an ordinary single-run workdir (config.json,
+history.json, best and latest checkpoints, eval.json), so --mode=eval and the
+reports read each seed unchanged. A seed that has stopped stops changing: its
+slot is still computed but `jnp.where(active, new, old)` keeps the old state.
+Seeds may resume from different epochs; validation runs per seed, unvmapped.
+"""
+
+import dataclasses
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from cifar_flax import checkpointing
+from cifar_flax import config_checks
+from cifar_flax import data as data_lib
+from cifar_flax import early_stopping as early_stopping_lib
+from cifar_flax import evaluate as evaluate_lib
+from cifar_flax import loop
+from cifar_flax import metric_logging
+from cifar_flax import metrics as metrics_lib
+from cifar_flax import models
+from cifar_flax import sharding
+from cifar_flax import train
+from cifar_flax import workdir as workdir_lib
+
+DIVERGED_FILE = 'diverged.json'
+
+
+# --- Stacked trees ------------------------------------------------------------
+
+
+def stack(trees):
+  """One tree with a leading seed axis from equally shaped trees."""
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def take(tree, i):
+  """Seed `i`'s tree from a stacked one."""
+  return jax.tree.map(lambda x: x[i], tree)
+
+
+def keep_active(active, new, old):
+  """`new` for seeds whose `active` is True, `old` for the others."""
+  def pick(n, o):
+    return jnp.where(active.reshape((-1,) + (1,) * (n.ndim - 1)), n, o)
+  return jax.tree.map(pick, new, old)
+
+
+# --- The pure pass ------------------------------------------------------------
+
+
+def make_train_pass(train_step, batch_size, form, sharding_=None):
+  """Returns pass(states, images, labels, rngs, active) -> (states, Metrics),
+  all stacked over seeds; seeds whose `active` is False come back unchanged.
+
+  Seed i's slot computes exactly loop.make_train_pass's pass of rngs[i].
+  """
+  single = loop.make_train_pass(train_step, batch_size, form, sharding_)
+  if form == 'scan':
+    @jax.jit
+    def scan_pass(states, images, labels, rngs, active):
+      new, m = jax.vmap(single, in_axes=(0, None, None, 0))(
+          states, images, labels, rngs)
+      return keep_active(active, new, states), m
+    return scan_pass
+
+  plan = jax.jit(jax.vmap(single.plan, in_axes=(None, 0)))
+  one_step = jax.jit(jax.vmap(single.one_step,
+                              in_axes=(0, 0, None, None, 0, None),
+                              out_axes=(0, 0, None)))
+  keep = jax.jit(keep_active)
+
+  def step_pass(states, images, labels, rngs, active):
+    xs = plan(images, rngs)
+    k = len(active)
+    acc = jax.tree.map(lambda x: jnp.broadcast_to(x, (k,) + x.shape),
+                       metrics_lib.Metrics.empty())
+    if sharding_ is not None:  # Placed like one_step's output: one compile.
+      acc = jax.device_put(acc, jax.sharding.NamedSharding(
+          sharding_.mesh, jax.sharding.PartitionSpec()))
+    new, i = states, jnp.zeros((), jnp.int32)  # The counter stays on device.
+    for _ in range(loop.num_batches(images.shape[0], batch_size)):
+      new, acc, i = one_step(new, acc, images, labels, xs, i)
+    return keep(active, new, states), acc
+  return step_pass
+
+
+# --- The driver ---------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Run:
+  """One seed's bookkeeping: its workdir, early stopping and history."""
+  seed: int
+  workdir: str
+  config: Any
+  manager: Any
+  stopper: early_stopping_lib.EarlyStopping
+  history: list
+  epoch: int  # The last finished epoch.
+  active: bool
+  writer: Any = None
+
+
+def seed_config(config, seed):
+  c = config.copy_and_resolve_references()
+  c.seed = seed
+  return c
+
+
+def _diverged(workdir):
+  return os.path.exists(os.path.join(workdir, DIVERGED_FILE))
+
+
+def is_done(workdir):
+  """True once the seed in `workdir` has diverged, or finished and has
+  eval.json: a sweep skips it."""
+  if _diverged(workdir):
+    return True
+  if not os.path.exists(os.path.join(workdir, workdir_lib.EVAL_FILE)):
+    return False
+  manager = checkpointing.create_manager(workdir, read_only=True)
+  try:
+    step = manager.latest_step()
+    if step is None:
+      return False
+    meta = manager.restore(step, args=checkpointing.ocp.args.Composite(
+        meta=checkpointing.ocp.args.JsonRestore())).meta
+    return bool(meta.get('finished'))
+  finally:
+    manager.close()
+
+
+def train_and_evaluate(config, workdirs):
+  """Trains (or resumes) the seeds {seed: workdir} of `config` together,
+  then evaluates each one's best checkpoint; returns {seed: eval dict}
+  (seeds that diverged are left out and have diverged.json)."""
+  config_checks.validate(config)
+  seeds = list(workdirs)
+  configs = {s: seed_config(config, s) for s in seeds}
+  for s in seeds:
+    workdir_lib.prepare(workdirs[s], configs[s],
+                        ignore_keys=config_checks.RESUMABLE_KEYS)
+  train.setup_jax(config)
+  dataset = data_lib.load_dataset(config)
+  mesh = sharding.data_mesh()
+  sharding.check_batch_size(config.batch_size, mesh)
+  sharding.check_batch_size(config.eval_batch_size, mesh, 'eval_batch_size')
+  config_checks.validate_against_data(config, dataset)
+
+  model = models.create_model(config, dataset.num_classes)
+  init = jax.jit(jax.vmap(lambda s: train.create_train_state(
+      config, model, jax.random.key(s))))
+  fresh = init(jnp.asarray(seeds))
+  runs, states = [], []
+  for i, s in enumerate(seeds):
+    manager = checkpointing.create_manager(workdirs[s])
+    state, stopper, history, first = train._resume(  # pylint: disable=protected-access
+        configs[s], workdirs[s], manager, take(fresh, i))
+    diverged = _diverged(workdirs[s])
+    runs.append(_Run(s, workdirs[s], configs[s], manager, stopper, history,
+                     len(history) if first is None else first - 1,
+                     first is not None and not diverged))
+    states.append(state)
+  try:
+    if any(r.active for r in runs):
+      _train(config, dataset, mesh, runs, stack(states))
+  finally:
+    for r in runs:
+      r.manager.wait_until_finished()
+      r.manager.close()
+      if r.writer is not None:
+        r.writer.close()
+  return {r.seed: evaluate_lib.evaluate(r.config, r.workdir, dataset=dataset)
+          for r in runs if not _diverged(r.workdir)}
+
+
+def _train(config, dataset, mesh, runs, states):
+  states = sharding.replicate(states, mesh)
+  programs = train.Programs(config, dataset, mesh)
+  train_pass = make_train_pass(programs.train_step, config.batch_size,
+                               programs.form, sharding.batch_sharded(mesh))
+  epoch_keys = jax.jit(jax.vmap(train._epoch_key))  # pylint: disable=protected-access
+  seeds = jnp.asarray([r.seed for r in runs])
+  steps_per_epoch = loop.num_batches(len(programs.train_data[1]),
+                                     config.batch_size)
+  if programs.form == 'scan':  # Compile ahead, as train.Programs.compile.
+    t0 = time.perf_counter()
+    train_pass = train_pass.lower(
+        states, *programs.train_data, epoch_keys(seeds, seeds),
+        jnp.ones(len(runs), bool)).compile()
+    programs.eval_pass = programs.eval_pass.lower(
+        take(states, 0), *programs.val_data).compile()
+    print(f'compiled {len(runs)} seeds together in '
+          f'{time.perf_counter() - t0:.1f} s', flush=True)
+  for r in runs:
+    if r.active and jax.process_index() == 0:
+      r.writer = metric_logging.MetricWriter(r.workdir)
+  with train._StopSignal() as stop:  # pylint: disable=protected-access
+    while any(r.active for r in runs):
+      t0 = time.perf_counter()
+      active = jnp.asarray([r.active for r in runs])
+      rngs = epoch_keys(seeds, jnp.asarray([r.epoch + 1 for r in runs]))
+      states, train_m = train_pass(states, *programs.train_data, rngs, active)
+      val = {i: programs.eval_pass(take(states, i), *programs.val_data)
+             for i, r in enumerate(runs) if r.active}
+      jax.block_until_ready(val)
+      seconds = time.perf_counter() - t0
+      for i, val_m in val.items():
+        _end_epoch(config, runs[i], programs, take(states, i),
+                   take(train_m, i), val_m, seconds, stop, steps_per_epoch)
+      if stop.received:
+        raise KeyboardInterrupt(
+            f'{stop.received}: checkpoints of every seed saved; rerun the '
+            f'same command to resume')
+
+
+def _end_epoch(config, run, programs, state, train_m, val_m, seconds, stop,
+               steps_per_epoch):
+  """One seed's epoch bookkeeping, as train._train_epochs does for one run."""
+  run.epoch += 1
+  epoch = run.epoch
+  row = {'epoch': epoch, **train._scalars('train', train_m),  # pylint: disable=protected-access
+         **train._scalars('val', val_m), 'epoch_seconds': seconds}  # pylint: disable=protected-access
+  try:
+    train._check_finite(epoch, row, state)  # pylint: disable=protected-access
+  except train.TrainingDivergedError as e:
+    print(f'seed {run.seed}: {e}', flush=True)
+    workdir_lib.write_json(os.path.join(run.workdir, DIVERGED_FILE),
+                           {'epoch': epoch, 'message': str(e)})
+    run.active = False
+    return
+  improved = run.stopper.update(epoch, row['val_loss'])
+  run.history.append(row)
+  finished = run.stopper.should_stop or epoch == config.num_epochs
+  if (improved or finished or stop.received or
+      epoch % config.checkpoint_every_epochs == 0):
+    meta = {'epoch': epoch, 'early_stopping': run.stopper.state_dict(),
+            'finished': bool(finished), 'class_names': programs.class_names,
+            'channel_mean': programs.mean.tolist()}
+    checkpointing.save(run.manager, epoch, state, meta, row['val_loss'])
+  workdir_lib.write_history(run.workdir, run.history)
+  if run.writer is not None:
+    run.writer.write_scalars(epoch * steps_per_epoch, {
+        k: v for k, v in row.items() if k != 'epoch'})
+  print(f'seed {run.seed} epoch {epoch:3d}  train loss {row["train_loss"]:.4f}'
+        f' top1 {row["train_top1"]:.4f}  val loss {row["val_loss"]:.4f} top1 '
+        f'{row["val_top1"]:.4f}  {seconds:.2f}s (all seeds)'
+        + ('  *best*' if improved else ''), flush=True)
+  if run.stopper.should_stop:
+    print(f'seed {run.seed}: early stop after epoch {epoch} (best '
+          f'{run.stopper.best:.4f} at epoch {run.stopper.best_epoch}).')
+  if finished:
+    run.active = False
+    if run.writer is not None:
+      run.writer.flush()

@@ -1,0 +1,119 @@
+"""Runs a table of experiments: every row's config x every seed.
+
+A sweep config (configs/paper_table.py) names the rows (a config file each)
+and the seeds. Each seed trains in WORKDIR/<row>/seed_<seed>, an ordinary
+single-run workdir; a row's seeds train together (multi_seed). A rerun skips
+finished seeds and resumes unfinished ones. After each row the table is
+rewritten (sweep_table).
+"""
+
+import importlib.util
+import os
+
+from cifar_flax import config_checks
+from cifar_flax import multi_seed
+from cifar_flax import sweep_table
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _flatten(d, prefix=''):
+  for k, v in d.items():
+    if hasattr(v, 'items'):
+      yield from _flatten(v, f'{prefix}{k}.')
+    else:
+      yield f'{prefix}{k}', v
+
+
+def load_config_file(path):
+  """get_config() of a config file, relative to the cwd or the repo root."""
+  full = path if os.path.isfile(path) else os.path.join(ROOT, path)
+  if not os.path.isfile(full):
+    raise config_checks.ConfigError(f'config file {path!r} not found (nor '
+                                    f'under {ROOT})')
+  name = 'sweep_row_' + os.path.splitext(os.path.basename(full))[0]
+  spec = importlib.util.spec_from_file_location(name, full)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def row_config(sweep_config, name):
+  """The row's config file with the sweep's data_dir and overrides set."""
+  if name not in sweep_config.rows:
+    raise config_checks.ConfigError(
+        f'row {name!r} is not one of {list(sweep_config.row_names)}')
+  path = sweep_config.rows[name].config
+  config = load_config_file(path)
+  overrides = dict(_flatten(sweep_config.overrides))
+  if sweep_config.data_dir:
+    overrides['data_dir'] = sweep_config.data_dir
+  for key, value in overrides.items():
+    *parents, leaf = key.split('.')
+    target = config
+    try:
+      for p in parents:
+        target = target[p]
+      if leaf not in target:
+        raise KeyError(leaf)
+      target[leaf] = value
+    except (KeyError, TypeError) as e:
+      raise config_checks.ConfigError(
+          f'overrides.{key}={value!r} does not fit {path} ({e})') from e
+  config_checks.validate(config)
+  return config
+
+
+def seed_workdir(workdir, row, seed):
+  return os.path.join(workdir, row, f'seed_{seed}')
+
+
+def _groups(seeds, size):
+  size = size or len(seeds)
+  return [seeds[i:i + size] for i in range(0, len(seeds), size)]
+
+
+def check(sweep_config):
+  """Fails before any training on a bad row list, seed list or row config."""
+  if 'rows' not in sweep_config:
+    raise config_checks.ConfigError(
+        'this mode needs a sweep config (e.g. configs/paper_table.py), not '
+        'the config of one run')
+  names = list(sweep_config.row_names)
+  unknown = [n for n in names if n not in sweep_config.rows]
+  if unknown:
+    raise config_checks.ConfigError(f'row_names: {unknown} not in rows')
+  unknown = [n for n in sweep_config.train_rows if n not in names]
+  if unknown:
+    raise config_checks.ConfigError(
+        f'train_rows: {unknown} not in row_names {names}')
+  seeds = list(sweep_config.seeds)
+  if not seeds or len(set(seeds)) != len(seeds):
+    raise config_checks.ConfigError(f'seeds {seeds}: need distinct seeds')
+  if sweep_config.seeds_per_group < 0:
+    raise config_checks.ConfigError('seeds_per_group must not be negative')
+  return {n: row_config(sweep_config, n) for n in sweep_config.train_rows}
+
+
+def run(sweep_config, workdir):
+  """Trains every unfinished seed of every row in train_rows, then writes
+  the table; returns the table's rows."""
+  configs = check(sweep_config)
+  seeds = list(sweep_config.seeds)
+  try:
+    for name, config in configs.items():
+      todo = [s for s in seeds
+              if not multi_seed.is_done(seed_workdir(workdir, name, s))]
+      if not todo:
+        print(f'{name}: all {len(seeds)} seeds finished, skipping.')
+        continue
+      print(f'{name}: training seeds {todo} together '
+            f'({sweep_config.rows[name].config}).', flush=True)
+      for group in _groups(todo, sweep_config.seeds_per_group):
+        multi_seed.train_and_evaluate(
+            config, {s: seed_workdir(workdir, name, s) for s in group})
+      sweep_table.write(sweep_config, workdir)
+  except KeyboardInterrupt:  # Stopped (SIGTERM/SIGINT): table of what finished.
+    sweep_table.write(sweep_config, workdir)
+    raise
+  return sweep_table.write(sweep_config, workdir)

@@ -1,0 +1,198 @@
+"""The sweep's results table (Markdown + CSV) and validation-curve plots.
+
+Reads only finished seeds' workdirs (eval.json, history.json); a row with
+none reads 'not yet measured', never a guess. Wall time is the sum of the
+seed's epoch times: seeds trained together share each epoch's time.
+"""
+
+import csv
+import datetime
+import os
+import shutil
+
+import numpy as np
+
+from cifar_flax import multi_seed
+from cifar_flax import workdir as workdir_lib
+
+RESULTS_DIR = 'results'
+NAME = 'paper_table'
+UNMEASURED = 'not yet measured'
+STATS = (('test_top1', 100.0), ('test_top5', 100.0), ('best_epoch', 1.0),
+         ('stop_epoch', 1.0), ('train_minutes', 1.0))
+
+
+def seed_result(workdir):
+  """What the table needs from one finished seed, or None."""
+  if not multi_seed.is_done(workdir):
+    return None
+  ev = workdir_lib.read_json(os.path.join(workdir, workdir_lib.EVAL_FILE))
+  if ev is None:  # Diverged.
+    return {'diverged': True}
+  history = workdir_lib.read_history(workdir)
+  mtime = os.path.getmtime(os.path.join(workdir, workdir_lib.EVAL_FILE))
+  return {'diverged': False, 'test_top1': ev['test_top1'],
+          'test_top5': ev['test_top5'], 'best_epoch': ev['checkpoint_epoch'],
+          'stop_epoch': history[-1]['epoch'] if history else 0,
+          'train_minutes': sum(h['epoch_seconds'] for h in history) / 60,
+          'device': ev.get('device', '?'),
+          'date': datetime.datetime.fromtimestamp(
+              mtime, datetime.timezone.utc).strftime('%Y-%m-%d'),
+          'val_top1': [h['val_top1'] for h in history]}
+
+
+def collect(sweep_config, workdir):
+  """One dict per row of row_names: paper figure, per-seed results, stats."""
+  from cifar_flax import sweep  # pylint: disable=g-import-not-at-top
+  rows = []
+  for name in sweep_config.row_names:
+    spec = sweep_config.rows[name]
+    seeds = {s: seed_result(sweep.seed_workdir(workdir, name, s))
+             for s in sweep_config.seeds}
+    done = {s: r for s, r in seeds.items() if r and not r['diverged']}
+    row = {'row': name, 'label': spec.label, 'config': spec.config,
+           'paper_test_top1': spec.paper_test_top1,
+           'paper_note': spec.paper_note, 'seeds': sorted(done),
+           'diverged': sorted(s for s, r in seeds.items()
+                              if r and r['diverged']),
+           'devices': sorted({r['device'] for r in done.values()}),
+           'dates': sorted({r['date'] for r in done.values()}),
+           'curves': {s: r['val_top1'] for s, r in done.items()}}
+    for key, scale in STATS:
+      values = np.array([r[key] for r in done.values()], float) * scale
+      row[key] = (float(values.mean()) if len(values) else None,
+                  float(values.std(ddof=1)) if len(values) > 1 else None)
+    rows.append(row)
+  return rows
+
+
+def _mean_std(pair, digits):
+  mean, std = pair
+  if mean is None:
+    return ''
+  return f'{mean:.{digits}f}' + ('' if std is None else f' ± {std:.{digits}f}')
+
+
+def markdown(rows, sweep_config):
+  measured = [r for r in rows if r['seeds']]
+  devices = sorted({d for r in measured for d in r['devices']})
+  dates = sorted({d for r in measured for d in r['dates']})
+  lines = ['# CIFAR-100: the paper\'s experiments, re-measured', '']
+  if measured:
+    lines.append(f'Measured on {", ".join(devices)}, {dates[0]}'
+                 + (f' to {dates[-1]}' if len(dates) > 1 else '') + '.')
+  else:
+    lines.append('No row measured yet: every row reads '
+                 f'\'{UNMEASURED}\'.')
+  lines += [
+      '', 'Command: `python main.py --config=configs/paper_table.py '
+      '--mode=sweep --workdir=W --config.data_dir=DATA` (seeds '
+      f'{tuple(sweep_config.seeds)}). Ours: mean ± std (ddof 1) over the '
+      'finished seeds; test images clean (no augmentation), best '
+      'checkpoint by validation loss. Train time: sum of the seed\'s epoch '
+      'times; the seeds of a row train together and share each epoch\'s '
+      'time. \'—\': the paper gives no number.', '',
+      '| Experiment | Config | Paper test top-1 | Paper note | Seeds | '
+      'Test top-1 (%) | Test top-5 (%) | Best epoch | Stop epoch | '
+      'Train time (min) |',
+      '|---|---|---|---|---|---|---|---|---|---|']
+  for r in rows:
+    head = (f'| {r["label"]} | `{r["config"]}` | {r["paper_test_top1"]} | '
+            f'{r["paper_note"]} | ')
+    diverged = (f' ({len(r["diverged"])} diverged)' if r['diverged'] else '')
+    if not r['seeds']:
+      lines.append(head + f'0{diverged} | {UNMEASURED} | | | | |')
+      continue
+    lines.append(head + f'{len(r["seeds"])}{diverged} | ' + ' | '.join(
+        _mean_std(r[key], 2 if scale > 1 else 1) for key, scale in STATS)
+                 + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+def write_csv(rows, path):
+  fields = (['row', 'label', 'config', 'paper_test_top1', 'paper_note',
+             'n_seeds', 'seeds', 'diverged'] +
+            [f'{k}_{s}' for k, _ in STATS for s in ('mean', 'std')] +
+            ['devices', 'dates', 'status'])
+  with open(path, 'w', newline='') as f:
+    w = csv.DictWriter(f, fields)
+    w.writeheader()
+    for r in rows:
+      out = {k: r[k] for k in ('row', 'label', 'config', 'paper_test_top1',
+                               'paper_note')}
+      out.update(n_seeds=len(r['seeds']),
+                 seeds=' '.join(map(str, r['seeds'])),
+                 diverged=' '.join(map(str, r['diverged'])),
+                 devices='; '.join(r['devices']), dates=' '.join(r['dates']),
+                 status='measured' if r['seeds'] else UNMEASURED)
+      for key, _ in STATS:
+        mean, std = r[key]
+        out[f'{key}_mean'] = '' if mean is None else f'{mean:.6g}'
+        out[f'{key}_std'] = '' if std is None else f'{std:.6g}'
+      w.writerow(out)
+
+
+def plot(rows, plot_dir):
+  """validation top-1 vs epoch: one figure per measured row (a line per
+  seed) and one with every row's seed-mean; returns the files written."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  os.makedirs(plot_dir, exist_ok=True)
+  written = []
+  all_fig, all_ax = plt.subplots(figsize=(8, 5))
+  for r in rows:
+    if not r['curves']:
+      continue
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for seed, curve in sorted(r['curves'].items()):
+      ax.plot(range(1, len(curve) + 1), np.array(curve) * 100,
+              label=f'seed {seed}')
+    longest = max(len(c) for c in r['curves'].values())
+    mean = [np.mean([c[e] for c in r['curves'].values() if len(c) > e])
+            for e in range(longest)]
+    all_ax.plot(range(1, longest + 1), np.array(mean) * 100, label=r['label'])
+    ax.set(title=f'{r["label"]}: validation top-1', xlabel='epoch',
+           ylabel='validation top-1 (%)')
+    ax.legend()
+    ax.grid(alpha=0.3)
+    path = os.path.join(plot_dir, f'val_top1_{r["row"]}.png')
+    fig.savefig(path, dpi=100, bbox_inches='tight')
+    plt.close(fig)
+    written.append(path)
+  if written:
+    all_ax.set(title='Validation top-1 (mean over seeds)', xlabel='epoch',
+               ylabel='validation top-1 (%)')
+    all_ax.legend(fontsize='small')
+    all_ax.grid(alpha=0.3)
+    path = os.path.join(plot_dir, 'val_top1_all_rows.png')
+    all_fig.savefig(path, dpi=100, bbox_inches='tight')
+    written.append(path)
+  plt.close(all_fig)
+  return written
+
+
+def write(sweep_config, workdir):
+  """Writes WORKDIR/results/paper_table.{md,csv} and plots/ (and copies them
+  to sweep_config.results_dir when set); returns the rows."""
+  rows = collect(sweep_config, workdir)
+  out = os.path.join(workdir, RESULTS_DIR)
+  os.makedirs(out, exist_ok=True)
+  md = os.path.join(out, f'{NAME}.md')
+  text = markdown(rows, sweep_config)
+  tmp = md + '.tmp'
+  with open(tmp, 'w') as f:
+    f.write(text)
+  os.replace(tmp, md)
+  write_csv(rows, os.path.join(out, f'{NAME}.csv'))
+  plots = plot(rows, os.path.join(out, 'plots'))
+  if sweep_config.results_dir:
+    dest = sweep_config.results_dir
+    for path in [md, os.path.join(out, f'{NAME}.csv')] + plots:
+      target = os.path.join(dest, os.path.relpath(path, out))
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      shutil.copy(path, target)
+  print(text)
+  print(f'-> {md}' + (f' (copied to {sweep_config.results_dir})'
+                      if sweep_config.results_dir else ''))
+  return rows

@@ -1,0 +1,139 @@
+"""The sweep: rows x seeds end to end, the table, plots, skip and resume."""
+
+import csv
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from cifar_flax import cli
+from cifar_flax import config_checks
+from cifar_flax import sweep
+from cifar_flax import sweep_table
+from configs import paper_table
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny(fake_data_dir, xla_cache_dir):
+  config = paper_table.get_config('tiny')
+  config.data_dir = fake_data_dir
+  config.overrides.compilation_cache_dir = xla_cache_dir
+  return config
+
+
+def _files(workdir):
+  return {os.path.join(d, f): os.path.getmtime(os.path.join(d, f))
+          for d, _, fs in os.walk(workdir) for f in fs}
+
+
+def _read(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def test_sweep_end_to_end_skips_and_resumes(tmp_path, fake_data_dir,
+                                            xla_cache_dir, capsys):
+  config = _tiny(fake_data_dir, xla_cache_dir)
+  config.results_dir = str(tmp_path / 'repo_results')
+  workdir = str(tmp_path / 'sweep')
+  sweep.run(config, workdir)
+
+  out = os.path.join(workdir, 'results')
+  md = open(os.path.join(out, 'paper_table.md')).read()
+  with open(os.path.join(out, 'paper_table.csv')) as f:
+    table = {r['row']: r for r in csv.DictReader(f)}
+  assert list(table) == list(config.row_names)
+  for name in config.row_names:
+    row = table[name]
+    assert row['paper_test_top1'] == config.rows[name].paper_test_top1
+    if name not in config.train_rows:
+      assert row['status'] == 'not yet measured' and row['n_seeds'] == '0'
+      continue
+    evals = [_read(os.path.join(workdir, name, f'seed_{s}', 'eval.json'))
+             for s in config.seeds]
+    top1 = [100 * e['test_top1'] for e in evals]
+    assert row['n_seeds'] == str(len(config.seeds))
+    np.testing.assert_allclose(float(row['test_top1_mean']), np.mean(top1),
+                               rtol=1e-4)
+    np.testing.assert_allclose(float(row['test_top1_std'] or 0),
+                               np.std(top1, ddof=1), rtol=1e-4, atol=1e-9)
+    assert f'| {config.rows[name].label} |' in md
+  assert md.count('not yet measured') == (len(config.row_names)
+                                          - len(config.train_rows))
+  assert 'Measured on cpu' in md
+  plots = sorted(os.listdir(os.path.join(out, 'plots')))
+  assert plots == sorted(['val_top1_all_rows.png'] + [
+      f'val_top1_{n}.png' for n in config.train_rows])
+  for p in plots:
+    with open(os.path.join(config.results_dir, 'plots', p), 'rb') as f:
+      assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  assert open(os.path.join(config.results_dir, 'paper_table.md')).read() == md
+
+  # A rerun trains nothing and touches no run file.
+  before = _files(os.path.join(workdir, 'adam_lr1e4'))
+  capsys.readouterr()
+  sweep.run(config, workdir)
+  said = capsys.readouterr().out
+  for name in config.train_rows:
+    assert f'{name}: all 2 seeds finished, skipping.' in said
+  assert _files(os.path.join(workdir, 'adam_lr1e4')) == before
+
+  # An unfinished seed (latest checkpoint and eval.json lost) resumes and
+  # ends where it ended before; its finished sibling stays untouched.
+  seed1, seed2 = (os.path.join(workdir, 'adam_lr1e4', f'seed_{s}')
+                  for s in config.seeds)
+  history = _read(os.path.join(seed2, 'history.json'))
+  steps = sorted(int(s) for s in os.listdir(os.path.join(seed2, 'checkpoints'))
+                 if s.isdigit())
+  shutil.rmtree(os.path.join(seed2, 'checkpoints', str(steps[-1])))
+  os.remove(os.path.join(seed2, 'eval.json'))
+  sibling = _files(seed1)
+  sweep.run(config, workdir)
+  assert _files(seed1) == sibling
+  resumed = _read(os.path.join(seed2, 'history.json'))
+  assert [h['epoch'] for h in resumed] == [h['epoch'] for h in history]
+  np.testing.assert_allclose([h['val_loss'] for h in resumed],
+                             [h['val_loss'] for h in history], rtol=1e-5)
+  assert os.path.exists(os.path.join(seed2, 'eval.json'))
+
+
+def test_table_without_runs_marks_every_row_unmeasured(tmp_path):
+  config = paper_table.get_config()
+  rows = sweep_table.write(config, str(tmp_path))
+  md = open(tmp_path / 'results' / 'paper_table.md').read()
+  assert md.count('| not yet measured |') == len(rows) == len(paper_table.ROWS)
+  assert '| 59.09% |' in md and '| 36.96% |' in md and '| 39.5% |' in md
+  assert not os.path.exists(tmp_path / 'results' / 'plots' /
+                            'val_top1_all_rows.png')
+
+
+def test_committed_table_lists_every_row():
+  with open(os.path.join(ROOT, 'results', 'paper_table.md')) as f:
+    md = f.read()
+  for _, label, path, paper, _ in paper_table.ROWS:
+    assert f'| {label} | `{path}` | {paper} |' in md, label
+
+
+def test_bad_sweep_configs_fail_before_training(tmp_path, fake_data_dir):
+  config = paper_table.get_config('tiny')
+  config.data_dir = fake_data_dir
+  config.train_rows = ('adam_lr1e4', 'sgd')
+  with pytest.raises(config_checks.ConfigError, match="'sgd'"):
+    sweep.check(config)
+  config = paper_table.get_config('tiny')
+  config.overrides.augment = {'zoom': 0.1}
+  with pytest.raises(config_checks.ConfigError, match='overrides.augment.zoom'):
+    sweep.check(config)
+  config = paper_table.get_config('tiny')
+  config.overrides.learning_rate = -1.0
+  with pytest.raises(config_checks.ConfigError, match='learning_rate'):
+    sweep.check(config)
+  assert not os.listdir(tmp_path)
+
+
+def test_sweep_mode_refuses_a_run_config(tmp_path, tiny_config, capsys):
+  assert cli.run(tiny_config, str(tmp_path / 'w'), 'sweep') == 1
+  assert 'needs a sweep config' in capsys.readouterr().err
