@@ -232,7 +232,7 @@ def _end_epoch(config, run, programs, state, train_m, val_m, seconds, stop,
   row = {'epoch': epoch, **train._scalars('train', train_m),  # pylint: disable=protected-access
          **train._scalars('val', val_m), 'epoch_seconds': seconds}  # pylint: disable=protected-access
   try:
-    train._check_finite(epoch, row, state)  # pylint: disable=protected-access
+    train._check_finite(epoch, row, state, run.stopper.best_epoch)  # pylint: disable=protected-access
   except train.TrainingDivergedError as e:
     print(f'seed {run.seed}: {e}', flush=True)
     workdir_lib.write_json(os.path.join(run.workdir, DIVERGED_FILE),
@@ -244,10 +244,8 @@ def _end_epoch(config, run, programs, state, train_m, val_m, seconds, stop,
   finished = run.stopper.should_stop or epoch == config.num_epochs
   if (improved or finished or stop.received or
       epoch % config.checkpoint_every_epochs == 0):
-    meta = {'epoch': epoch, 'early_stopping': run.stopper.state_dict(),
-            'finished': bool(finished), 'class_names': programs.class_names,
-            'channel_mean': programs.mean.tolist()}
-    checkpointing.save(run.manager, epoch, state, meta, row['val_loss'])
+    checkpointing.save(run.manager, epoch, state, train.checkpoint_meta(
+        epoch, run.stopper, finished, programs, run.history), row['val_loss'])
   workdir_lib.write_history(run.workdir, run.history)
   if run.writer is not None:
     run.writer.write_scalars(epoch * steps_per_epoch, {

@@ -183,6 +183,15 @@ class Programs:
     return time.perf_counter() - t0
 
 
+def checkpoint_meta(epoch, stopper, finished, programs, history):
+  """What a checkpoint carries besides the state: enough to resume exactly
+  (early stopping, the history up to its epoch) and to predict without the
+  dataset (class names, channel mean)."""
+  return {'epoch': epoch, 'early_stopping': stopper.state_dict(),
+          'finished': bool(finished), 'class_names': programs.class_names,
+          'channel_mean': programs.mean.tolist(), 'history': list(history)}
+
+
 def _epoch_key(seed, epoch):
   """Per-epoch key: a resumed run draws the same order and augmentation."""
   return jax.random.fold_in(jax.random.key(seed), epoch)
@@ -359,11 +368,9 @@ def _train_epochs(config, workdir, programs, manager, writer, state, stopper,
     stopping = stop.received  # A signal from now on stops after the next epoch.
     if (improved or finished or stopping or
         epoch % config.checkpoint_every_epochs == 0):
-      meta = {'epoch': epoch, 'early_stopping': stopper.state_dict(),
-              'finished': bool(finished), 'class_names': programs.class_names,
-              'channel_mean': programs.mean.tolist(),
-              'history': list(history)}
-      checkpointing.save(manager, epoch, state, meta, row['val_loss'])
+      checkpointing.save(manager, epoch, state,
+                         checkpoint_meta(epoch, stopper, finished, programs,
+                                         history), row['val_loss'])
     workdir_lib.write_history(workdir, history)
     step = epoch * steps_per_epoch
     report = progress(step)
