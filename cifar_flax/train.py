@@ -50,11 +50,6 @@ def create_optimizer(config, steps_per_epoch=None):
       raise ValueError(f'config.optimizer={config.optimizer!r} needs '
                        f'steps_per_epoch for its schedule')
     return optimizers.create(config, steps_per_epoch)
-  tx = _keras_optimizer(config)
-  return optax.flatten(tx) if config.get('flatten_optimizer') else tx
-
-
-def _keras_optimizer(config):
   lr = config.learning_rate
   if config.optimizer == 'adam':
     return optax.adam(lr, b1=config.adam_b1, b2=config.adam_b2,

@@ -111,11 +111,9 @@ def get_config():
   # 'auto' (scan an epoch inside jit on GPU/TPU, a per-step jit loop on CPU,
   # where XLA runs scanned steps ~20x slower), 'scan' or 'step'.
   config.loop = 'auto'
-  # Steps per iteration of the scanned epoch (lax.scan's unroll).
-  config.scan_unroll = 1
-  # Run the optimizer on one flat vector of all parameters (same arithmetic,
-  # a few fused kernels instead of several per parameter array).
-  config.flatten_optimizer = False
+  # Steps per iteration of the scanned epoch (lax.scan's unroll); 2 measured
+  # 1.040 s/epoch against 1.053 for 1 (cnn9 fp32, H200).
+  config.scan_unroll = 2
   # JAX's PRNG for augmentation and dropout: 'threefry2x32' (JAX's default)
   # or 'rbg' (cheaper random bits on GPU). Same seed, same result either way.
   config.prng_impl = 'threefry2x32'

@@ -1,18 +1,18 @@
-"""Beyond the paper: a modern recipe aimed at the paper's 59.1% in <= 5 s.
+"""Beyond the paper: a modern recipe, the paper's 59.1% beaten in ~3 s.
 
 airbench-style 'fastnet' (BatchNorm, GELU, widths 32/64/256/256, 0.30 GFLOP
-per image forward), bf16, SGD with Nesterov momentum, label smoothing 0.2,
-linear warm-up then linear decay to 0, batch 1000, flip + 2 px translation,
-10 epochs, 2% validation split (49,000 training images, 49 steps/epoch), no
-early stopping.
+per image forward), bf16, SGD with Nesterov momentum 0.9, lr 0.8 with 1.5
+warm-up epochs then linear decay to 0, weight decay 5e-4 on kernels, label
+smoothing 0.2, batch 1000, flip + 2 px translation, 16 epochs, 2% validation
+split (49,000 training images, 49 steps/epoch), no early stopping.
 Run:  python main.py --config=configs/fast.py --workdir=runs/fast_timed \
         --mode=timed --config.data_dir=../shared/data   # 5 seeds, timed
       python main.py --config=configs/fast.py --workdir=runs/fast \
         --config.data_dir=../shared/data                # normal train + eval
-Expected (an estimate, not yet measured on a GPU): ~450 TFLOP per run
-(3 x forward x 49,000 images x 10 epochs), so ~3-4.5 s of training at
-100-150 TFLOP/s on one H100/H200; test top-1 around 62-67%. If it runs over
-5 s: --config.num_epochs=8; timed.json reports the achieved TFLOP/s.
+Measured (H200, 2026-11-26, --mode=timed, 5 seeds): test top-1
+71.20% +- 0.56 in 3.28 +- 0.10 s of training per seed, compile once 1.7 s
+(warm cache; 9.5 s cold). lr 0.8 was chosen over 0.4 on seed 0's validation
+top-1 (71.7% vs 70.4%); 16 epochs were chosen to fit ~4.4 s.
 """
 
 from configs import default
@@ -38,7 +38,7 @@ def get_config():
   config.warmup_epochs = 1.5
   config.label_smoothing = 0.2
   config.batch_size = 1000
-  config.num_epochs = 10
+  config.num_epochs = 16
   config.patience = config.num_epochs  # Never stops early.
 
   config.augment.shear_range = 0.0

@@ -150,16 +150,3 @@ def test_train_and_evaluate_end_to_end(tmp_path, tiny_config):
   assert ev['checkpoint_epoch'] == best == restored.epoch
   assert restored.class_names[5] == 'fine5'
 
-
-def test_flat_optimizer_takes_the_same_steps(tiny_config):
-  outs = []
-  for flat in (False, True):
-    tiny_config.flatten_optimizer = flat
-    state = _state(tiny_config)
-    step = jax.jit(lambda s, b, k: train.train_step(
-        s, b, k, mean=jnp.zeros(3), aug_config=tiny_config.augment))
-    for i in range(3):
-      state, _ = step(state, _batch(seed=i), jax.random.key(i))
-    outs.append(state.params)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
-               *outs)
