@@ -53,10 +53,13 @@ def _gather(images, labels, idx, mask, sharding):
   return batch
 
 
-@jax.jit
-def _empty_accumulator():
-  """Fresh metrics and step counter, made on device (no host transfer)."""
-  return metrics_lib.Metrics.empty(), jnp.zeros((), jnp.int32)
+def _accumulator_fn(sharding):
+  """Makes fresh metrics and a step counter on device (no host transfer),
+  placed like the step's outputs so the step compiles once."""
+  out = (None if sharding is None else
+         jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec()))
+  return jax.jit(lambda: (metrics_lib.Metrics.empty(),
+                          jnp.zeros((), jnp.int32)), out_shardings=out)
 
 
 def make_train_pass(train_step, batch_size, form, sharding=None, unroll=1):
@@ -87,6 +90,7 @@ def make_train_pass(train_step, batch_size, form, sharding=None, unroll=1):
     return scan_pass
 
   plan_jit = jax.jit(plan)
+  empty_accumulator = _accumulator_fn(sharding)
 
   @jax.jit
   def one_step(state, acc, images, labels, xs, i):
@@ -96,7 +100,7 @@ def make_train_pass(train_step, batch_size, form, sharding=None, unroll=1):
   def step_pass(state, images, labels, rng):
     xs = plan_jit(images, rng)
     # The step counter lives on device: no host-to-device copy per step.
-    acc, i = _empty_accumulator()
+    acc, i = empty_accumulator()
     for _ in range(num_batches(images.shape[0], batch_size)):
       state, acc, i = one_step(state, acc, images, labels, xs, i)
     return state, acc
@@ -126,8 +130,10 @@ def make_eval_pass(eval_step, batch_size, form, sharding=None):
     idx, mask = batch_plan(None, n, batch_size)
     return body(state, images, labels, acc, (idx[i], mask[i]))[0], i + 1
 
+  empty_accumulator = _accumulator_fn(sharding)
+
   def step_pass(state, images, labels):
-    acc, i = _empty_accumulator()
+    acc, i = empty_accumulator()
     n = images.shape[0]
     for _ in range(num_batches(n, batch_size)):
       acc, i = one_step(state, images, labels, n, acc, i)
