@@ -27,6 +27,10 @@ flags.DEFINE_list('images', [], 'Comma-separated image files for '
                   '--mode=predict (any size or mode PIL reads).')
 flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() first '
                   '(one process per host; see the README).')
+flags.DEFINE_string('coordinator_address', None, 'With --multihost: host:port '
+                    'of process 0 (unset: detected on Slurm, TPU, ...).')
+flags.DEFINE_integer('num_processes', None, 'With --multihost: processes.')
+flags.DEFINE_integer('process_id', None, 'With --multihost: this process.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -49,7 +53,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   import jax  # pylint: disable=g-import-not-at-top
   if FLAGS.multihost:
-    jax.distributed.initialize()
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
+                               FLAGS.process_id)
   from cifar_flax import cli  # pylint: disable=g-import-not-at-top
   sys.exit(cli.run(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.images))
 
