@@ -51,8 +51,9 @@ def get_config(variant=''):
   # The rows --mode=sweep trains (a subset of row_names).
   config.train_rows = config.row_names
   config.seeds = (0, 1, 2)
-  # Seeds of a row trained together in one vmapped program (0 = all).
-  config.seeds_per_group = 0
+  # Seeds of a row trained together in one vmapped program (0 = all). One at a
+  # time is faster for cnn9 on an H200 (3 together: 3.1 s/epoch, 1 alone: 0.53).
+  config.seeds_per_group = 1
   # Set on every row's config when not empty (--config.data_dir=...).
   config.data_dir = ''
   # Fields set on every row's config (nested like the row config).
@@ -63,6 +64,7 @@ def get_config(variant=''):
   if variant == 'tiny':  # Seconds on a CPU with the tests' fake archive.
     config.train_rows = ('adam_lr1e4', 'adam_lr1e3')
     config.seeds = (1, 2)
+    config.seeds_per_group = 0  # Covers seeds trained together.
     config.overrides = ml_collections.ConfigDict(dict(
         model='cnn5', batch_size=25, eval_batch_size=16, num_epochs=3,
         patience=1, compilation_cache_dir=''))
