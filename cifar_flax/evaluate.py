@@ -11,7 +11,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from cifar_flax import checkpointing
 from cifar_flax import data as data_lib

@@ -21,7 +21,6 @@ import jax.numpy as jnp
 
 from cifar_flax import checkpointing
 from cifar_flax import config_checks
-from cifar_flax import data as data_lib
 from cifar_flax import early_stopping as early_stopping_lib
 from cifar_flax import evaluate as evaluate_lib
 from cifar_flax import loop
@@ -144,18 +143,12 @@ def train_and_evaluate(config, workdirs):
   """Trains (or resumes) the seeds {seed: workdir} of `config` together,
   then evaluates each one's best checkpoint; returns {seed: eval dict}
   (seeds that diverged are left out and have diverged.json)."""
-  config_checks.validate(config)
+  dataset, mesh = train.prepare_run(config)
   seeds = list(workdirs)
   configs = {s: seed_config(config, s) for s in seeds}
   for s in seeds:
     workdir_lib.prepare(workdirs[s], configs[s],
                         ignore_keys=config_checks.RESUMABLE_KEYS)
-  train.setup_jax(config)
-  dataset = data_lib.load_dataset(config)
-  mesh = sharding.data_mesh()
-  sharding.check_batch_size(config.batch_size, mesh)
-  sharding.check_batch_size(config.eval_batch_size, mesh, 'eval_batch_size')
-  config_checks.validate_against_data(config, dataset)
 
   model = models.create_model(config, dataset.num_classes)
   init = jax.jit(jax.vmap(lambda s: train.create_train_state(

@@ -19,7 +19,6 @@ import jax
 import numpy as np
 
 from cifar_flax import config_checks
-from cifar_flax import data as data_lib
 from cifar_flax import fast_models
 from cifar_flax import loop
 from cifar_flax import models
@@ -137,16 +136,10 @@ def _print_table(summary):
 
 def timed_runs(config, workdir):
   """Runs the seeds, writes WORKDIR/timed.json, returns its dict."""
-  config_checks.validate(config)
+  dataset, mesh = train.prepare_run(config)
   workdir_lib.prepare(workdir, config,
                       ignore_keys=config_checks.RESUMABLE_KEYS +
                       ('timed_seeds',))
-  train.setup_jax(config)
-  dataset = data_lib.load_dataset(config)
-  mesh = sharding.data_mesh()
-  sharding.check_batch_size(config.batch_size, mesh)
-  sharding.check_batch_size(config.eval_batch_size, mesh, 'eval_batch_size')
-  config_checks.validate_against_data(config, dataset)
   timed = TimedPrograms(config, dataset, mesh)
   seeds = [config.seed + i for i in range(config.timed_seeds)]
   compile_s = timed.compile(seeds[0])

@@ -12,7 +12,6 @@ import flax
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from cifar_flax import augment
@@ -245,9 +244,10 @@ class _StopSignal:
 # --- The driver ------------------------------------------------------------------
 
 
-def train_and_evaluate(config, workdir):
-  """Trains (or resumes) the run in `workdir`, then evaluates its best
-  checkpoint on the test set. Returns the evaluation dict."""
+def prepare_run(config):
+  """What every training mode does before its first step: checks the config,
+  sets up JAX, loads the data and checks the device mesh against both.
+  Returns (dataset, mesh)."""
   config_checks.validate(config)
   setup_jax(config)
   dataset = data_lib.load_dataset(config)
@@ -255,6 +255,13 @@ def train_and_evaluate(config, workdir):
   sharding.check_batch_size(config.batch_size, mesh)
   sharding.check_batch_size(config.eval_batch_size, mesh, 'eval_batch_size')
   config_checks.validate_against_data(config, dataset)
+  return dataset, mesh
+
+
+def train_and_evaluate(config, workdir):
+  """Trains (or resumes) the run in `workdir`, then evaluates its best
+  checkpoint on the test set. Returns the evaluation dict."""
+  dataset, mesh = prepare_run(config)
   # Only a valid config creates (or touches) the workdir.
   changed = workdir_lib.prepare(
       workdir, config, ignore_keys=config_checks.RESUMABLE_KEYS,

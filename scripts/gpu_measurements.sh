@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Re-measures the README's GPU numbers on one machine, one after another:
+#   bash scripts/gpu_measurements.sh DATA_DIR OUT_DIR [STEP ...]
+# STEPs (default: all, in this order): bench final final_bf16 report fast
+# fast_long table. Each step's output goes to OUT_DIR/<step>.log, its workdir
+# to OUT_DIR/<step>/. Extra main.py arguments for every run but the table:
+# $EXTRA, e.g. EXTRA=--config.num_epochs=40 ... fast_long.
+set -uo pipefail
+data=$1; out=$2; shift 2
+steps=${*:-bench final final_bf16 report fast fast_long table}
+extra=${EXTRA:-}
+mkdir -p "$out"
+run() {  # run STEP ARGS...: one main.py command, timed, logged.
+  local step=$1; shift
+  local t0; t0=$(date +%s%N)
+  python3 main.py "$@" $extra > "$out/$step.log" 2>&1
+  local rc=$?
+  echo "$step rc=$rc wall $(( ($(date +%s%N) - t0) / 1000000 )) ms" | tee -a "$out/summary.txt"
+  tail -3 "$out/$step.log"
+}
+for step in $steps; do
+  case $step in
+    bench) run bench --config=configs/final.py --mode=benchmark --workdir="$out/bench" ;;
+    final) run final --config=configs/final.py --config.data_dir="$data" --workdir="$out/final" ;;
+    final_bf16) run final_bf16 --config=configs/final.py --config.data_dir="$data" --workdir="$out/final_bf16" --config.dtype=bfloat16 ;;
+    report) run report --config=configs/final.py --config.data_dir="$data" --workdir="$out/final" --mode=report ;;
+    fast) run fast --config=configs/fast.py --config.data_dir="$data" --workdir="$out/fast" --mode=timed ;;
+    fast_long) run fast_long --config=configs/fast_long.py --config.data_dir="$data" --workdir="$out/fast_long" --mode=timed ;;
+    table) extra= run table --config=configs/paper_table.py --config.data_dir="$data" --workdir="$out/paper_table" --mode=sweep --config.results_dir="$out/results" ;;
+    *) echo "unknown step $step" >&2; exit 2 ;;
+  esac
+done
