@@ -233,7 +233,8 @@ class _StopSignal:
     if self.received is not None:  # A second signal: stop now.
       raise KeyboardInterrupt
     self.received = signal.Signals(signum).name
-    logging.warning('%s received: saving a checkpoint after this epoch',
+    logging.warning('%s received: saving a checkpoint after this epoch (a '
+                    'second signal stops at once, keeping the last one)',
                     self.received)
 
   def __exit__(self, *exc):
