@@ -4,7 +4,8 @@
 # STEPs (default: all, in this order): bench final final_bf16 report fast
 # fast_long table. Each step's output goes to OUT_DIR/<step>.log, its workdir
 # to OUT_DIR/<step>/. Extra main.py arguments for every run but the table:
-# $EXTRA, e.g. EXTRA=--config.num_epochs=40 ... fast_long.
+# $EXTRA, e.g. EXTRA=--config.num_epochs=40 ... fast_long. Python: $PYTHON
+# (default python3).
 set -uo pipefail
 data=$1; out=$2; shift 2
 steps=${*:-bench final final_bf16 report fast fast_long table}
@@ -13,7 +14,7 @@ mkdir -p "$out"
 run() {  # run STEP ARGS...: one main.py command, timed, logged.
   local step=$1; shift
   local t0; t0=$(date +%s%N)
-  python3 main.py "$@" $extra > "$out/$step.log" 2>&1
+  ${PYTHON:-python3} main.py "$@" $extra > "$out/$step.log" 2>&1
   local rc=$?
   echo "$step rc=$rc wall $(( ($(date +%s%N) - t0) / 1000000 )) ms" | tee -a "$out/summary.txt"
   tail -3 "$out/$step.log"
