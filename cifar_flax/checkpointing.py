@@ -51,6 +51,12 @@ def restore(manager, step, abstract_state):
   return out.state, out.meta
 
 
+def restore_meta(manager, step):
+  """The bookkeeping JSON of checkpoint `step`, without its arrays."""
+  return manager.restore(step, args=ocp.args.Composite(
+      meta=ocp.args.JsonRestore())).meta
+
+
 def best_step(manager, workdir):
   step = manager.best_step()
   if step is None:

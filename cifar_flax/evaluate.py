@@ -39,8 +39,7 @@ def load_best(config, workdir):
   manager = checkpointing.create_manager(workdir, read_only=True)
   try:
     step = checkpointing.best_step(manager, workdir)
-    meta = manager.restore(step, args=checkpointing.ocp.args.Composite(
-        meta=checkpointing.ocp.args.JsonRestore())).meta
+    meta = checkpointing.restore_meta(manager, step)
     abstract = train.abstract_train_state(config, len(meta['class_names']))
     state, meta = checkpointing.restore(manager, step, abstract)
   finally:

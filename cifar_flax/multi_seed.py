@@ -132,8 +132,7 @@ def is_done(workdir):
     step = manager.latest_step()
     if step is None:
       return False
-    meta = manager.restore(step, args=checkpointing.ocp.args.Composite(
-        meta=checkpointing.ocp.args.JsonRestore())).meta
+    meta = checkpointing.restore_meta(manager, step)
     return bool(meta.get('finished'))
   finally:
     manager.close()
@@ -151,8 +150,9 @@ def train_and_evaluate(config, workdirs):
                         ignore_keys=config_checks.RESUMABLE_KEYS)
 
   model = models.create_model(config, dataset.num_classes)
+  steps = loop.num_batches(len(dataset.train), config.batch_size)
   init = jax.jit(jax.vmap(lambda s: train.create_train_state(
-      config, model, jax.random.key(s))))
+      config, model, jax.random.key(s), steps_per_epoch=steps)))
   fresh = init(jnp.asarray(seeds))
   runs, states = [], []
   for i, s in enumerate(seeds):
@@ -208,41 +208,33 @@ def _train(config, dataset, mesh, runs, states):
              for i, r in enumerate(runs) if r.active}
       jax.block_until_ready(val)
       seconds = time.perf_counter() - t0
+      stopping = stop.received  # Read once: every seed saves, then we stop.
       for i, val_m in val.items():
         _end_epoch(config, runs[i], programs, take(states, i),
-                   take(train_m, i), val_m, seconds, stop, steps_per_epoch)
-      if stop.received:
+                   take(train_m, i), val_m, seconds, stopping, steps_per_epoch)
+      if stopping:
         raise KeyboardInterrupt(
-            f'{stop.received}: checkpoints of every seed saved; rerun the '
+            f'{stopping}: checkpoints of every seed saved; rerun the '
             f'same command to resume')
 
 
-def _end_epoch(config, run, programs, state, train_m, val_m, seconds, stop,
+def _end_epoch(config, run, programs, state, train_m, val_m, seconds, stopping,
                steps_per_epoch):
-  """One seed's epoch bookkeeping, as train._train_epochs does for one run."""
+  """One seed's epoch bookkeeping (train.record_epoch), then its progress
+  line; `stopping` (a signal's name) forces a checkpoint."""
   run.epoch += 1
   epoch = run.epoch
-  row = {'epoch': epoch, **train._scalars('train', train_m),  # pylint: disable=protected-access
-         **train._scalars('val', val_m), 'epoch_seconds': seconds}  # pylint: disable=protected-access
   try:
-    train._check_finite(epoch, row, state, run.stopper.best_epoch)  # pylint: disable=protected-access
+    row, improved, finished = train.record_epoch(
+        config, run.workdir, run.manager, run.writer, programs, state,
+        run.stopper, run.history, epoch, train_m, val_m, seconds,
+        steps_per_epoch, force_save=bool(stopping))
   except train.TrainingDivergedError as e:
     print(f'seed {run.seed}: {e}', flush=True)
     workdir_lib.write_json(os.path.join(run.workdir, DIVERGED_FILE),
                            {'epoch': epoch, 'message': str(e)})
     run.active = False
     return
-  improved = run.stopper.update(epoch, row['val_loss'])
-  run.history.append(row)
-  finished = run.stopper.should_stop or epoch == config.num_epochs
-  if (improved or finished or stop.received or
-      epoch % config.checkpoint_every_epochs == 0):
-    checkpointing.save(run.manager, epoch, state, train.checkpoint_meta(
-        epoch, run.stopper, finished, programs, run.history), row['val_loss'])
-  workdir_lib.write_history(run.workdir, run.history)
-  if run.writer is not None:
-    run.writer.write_scalars(epoch * steps_per_epoch, {
-        k: v for k, v in row.items() if k != 'epoch'})
   print(f'seed {run.seed} epoch {epoch:3d}  train loss {row["train_loss"]:.4f}'
         f' top1 {row["train_top1"]:.4f}  val loss {row["val_loss"]:.4f} top1 '
         f'{row["val_top1"]:.4f}  {seconds:.2f}s (all seeds)'

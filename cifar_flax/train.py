@@ -322,9 +322,9 @@ def _resume(config, workdir, manager, state):
   stopper.patience = config.patience  # Differs only if allow_config_change.
   # The checkpoint's own history: history.json may be ahead of it (killed
   # before the save committed) or behind (killed before it was written).
-  history = meta.get('history',
-                     workdir_lib.read_history(workdir)[:meta['epoch']])
-  if workdir_lib.read_history(workdir) != history:
+  on_disk = workdir_lib.read_history(workdir)
+  history = meta.get('history', on_disk[:meta['epoch']])
+  if on_disk != history:
     workdir_lib.write_history(workdir, history)
   if stopper.should_stop or meta['epoch'] >= config.num_epochs:
     return state, stopper, history, None
@@ -350,6 +350,32 @@ def _finished_result(config, workdir, dataset, best_step):
   return result
 
 
+def record_epoch(config, workdir, manager, writer, programs, state, stopper,
+                 history, epoch, train_m, val_m, seconds, steps_per_epoch,
+                 force_save=False):
+  """One finished epoch's bookkeeping, for single and multi-seed runs alike:
+  refuses a diverged epoch, updates early stopping and the history, saves a
+  checkpoint when due (new best, last epoch, every checkpoint_every_epochs,
+  or `force_save`), writes history.json and the TensorBoard scalars.
+  Returns (row, improved, finished)."""
+  row = {'epoch': epoch, **_scalars('train', train_m),
+         **_scalars('val', val_m), 'epoch_seconds': seconds}
+  _check_finite(epoch, row, state, stopper.best_epoch)
+  improved = stopper.update(epoch, row['val_loss'])
+  history.append(row)
+  finished = stopper.should_stop or epoch == config.num_epochs
+  if (improved or finished or force_save or
+      epoch % config.checkpoint_every_epochs == 0):
+    checkpointing.save(manager, epoch, state,
+                       checkpoint_meta(epoch, stopper, finished, programs,
+                                       history), row['val_loss'])
+  workdir_lib.write_history(workdir, history)
+  if writer is not None:
+    writer.write_scalars(epoch * steps_per_epoch,
+                         {k: v for k, v in row.items() if k != 'epoch'})
+  return row, improved, finished
+
+
 def _train_epochs(config, workdir, programs, manager, writer, state, stopper,
                   history, first_epoch, stop):
   steps_per_epoch = loop.num_batches(len(programs.train_data[1]),
@@ -361,23 +387,13 @@ def _train_epochs(config, workdir, programs, manager, writer, state, stopper,
     state, train_m = programs.train_pass(state, *programs.train_data,
                                          _epoch_key(config.seed, epoch))
     val_m = programs.eval_pass(state, *programs.val_data)
-    row = {'epoch': epoch, **_scalars('train', train_m),
-           **_scalars('val', val_m)}
-    row['epoch_seconds'] = time.perf_counter() - t0
-    _check_finite(epoch, row, state, stopper.best_epoch)
-    improved = stopper.update(epoch, row['val_loss'])
-    history.append(row)
-    finished = (stopper.should_stop or epoch == config.num_epochs)
+    jax.block_until_ready((train_m, val_m))
+    seconds = time.perf_counter() - t0
     stopping = stop.received  # A signal from now on stops after the next epoch.
-    if (improved or finished or stopping or
-        epoch % config.checkpoint_every_epochs == 0):
-      checkpointing.save(manager, epoch, state,
-                         checkpoint_meta(epoch, stopper, finished, programs,
-                                         history), row['val_loss'])
-    workdir_lib.write_history(workdir, history)
-    step = epoch * steps_per_epoch
-    report = progress(step)
-    writer.write_scalars(step, {k: v for k, v in row.items() if k != 'epoch'})
+    row, improved, finished = record_epoch(
+        config, workdir, manager, writer, programs, state, stopper, history,
+        epoch, train_m, val_m, seconds, steps_per_epoch, force_save=stopping)
+    report = progress(epoch * steps_per_epoch)
     print(f'epoch {epoch:3d}  train loss {row["train_loss"]:.4f} '
           f'top1 {row["train_top1"]:.4f}  val loss {row["val_loss"]:.4f} '
           f'top1 {row["val_top1"]:.4f}  {row["epoch_seconds"]:.2f}s  '
