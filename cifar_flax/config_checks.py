@@ -1,13 +1,13 @@
 """Checks a config before any work, naming the field at fault."""
 
-from cifar_flax import loop
 from cifar_flax import models
 from cifar_flax import optimizers
 from cifar_flax import schedules
 
 # Fields that may differ between attempts of one run in one workdir.
 RESUMABLE_KEYS = ('data_dir', 'tfds_data_dir', 'compilation_cache_dir',
-                  'loop', 'eval_batch_size', 'allow_config_change')
+                  'loop', 'eval_batch_size', 'allow_config_change',
+                  'max_pool', 'scan_unroll', 'xla_flags')
 DTYPES = ('float32', 'bfloat16')
 
 
@@ -28,6 +28,8 @@ def validate(config):
            f'{c.model!r} is not one of {sorted(models.MODELS)}')
   _require(c.activation in models.ACTIVATIONS, 'activation',
            f'{c.activation!r} is not one of {sorted(models.ACTIVATIONS)}')
+  _require(c.max_pool in models.MAX_POOLS, 'max_pool',
+           f'{c.max_pool!r} is not one of {sorted(models.MAX_POOLS)}')
   known = ('adam', 'rmsprop') + optimizers.OPTIMIZERS
   _require(c.optimizer in known, 'optimizer',
            f'{c.optimizer!r} is not one of {known}')
@@ -76,7 +78,6 @@ def validate(config):
   _require(a.zoom_range < 1, 'augment.zoom_range', 'must be below 1')
   _require(0 <= a.translate_pixels < 16, 'augment.translate_pixels',
            f'{a.translate_pixels} is outside [0, 16)')
-  loop.loop_form(c.loop)
 
 
 def validate_against_data(config, dataset):

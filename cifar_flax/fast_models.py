@@ -12,6 +12,8 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from cifar_flax import pooling
+
 
 class ConvBlock(nn.Module):
   width: int
@@ -19,6 +21,7 @@ class ConvBlock(nn.Module):
   bn_momentum: float
   activation: Callable[[Any], Any]
   dtype: Any = jnp.float32
+  max_pool: Callable[[Any], Any] = pooling.max_pool_2x2
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -27,7 +30,7 @@ class ConvBlock(nn.Module):
     norm = lambda: nn.BatchNorm(use_running_average=not train,
                                 momentum=self.bn_momentum, dtype=self.dtype)
     x = conv()(x)
-    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = self.max_pool(x)
     x = self.activation(norm()(x))
     for i in range(1, self.depth):
       y = self.activation(norm()(conv()(x)))
@@ -44,6 +47,7 @@ class FastNet(nn.Module):
   bn_momentum: float
   activation: Callable[[Any], Any] = nn.gelu
   dtype: Any = jnp.float32
+  max_pool: Callable[[Any], Any] = pooling.max_pool_2x2
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -55,17 +59,19 @@ class FastNet(nn.Module):
                                      dtype=self.dtype)(x))
     for width in self.widths[1:]:
       x = ConvBlock(width, self.block_depth, self.bn_momentum,
-                    self.activation, self.dtype)(x, train)
+                    self.activation, self.dtype, self.max_pool)(x, train)
     x = jnp.max(x, axis=(1, 2))
     x = nn.Dense(self.num_classes, use_bias=False, dtype=self.dtype)(x)
     return x.astype(jnp.float32) * self.logit_scale
 
 
-def fastnet(num_classes, activation, dtype, fastnet_config):
+def fastnet(num_classes, activation, dtype, fastnet_config,
+            max_pool=pooling.max_pool_2x2):
   c = fastnet_config
   return FastNet(widths=tuple(c.widths), block_depth=c.block_depth,
                  num_classes=num_classes, logit_scale=c.logit_scale,
-                 bn_momentum=c.bn_momentum, activation=activation, dtype=dtype)
+                 bn_momentum=c.bn_momentum, activation=activation, dtype=dtype,
+                 max_pool=max_pool)
 
 
 MODELS = {'fastnet': fastnet}

@@ -6,12 +6,23 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cifar_flax import fast_models
+from cifar_flax import pooling
 
 # Keras Conv2D/Dense defaults: glorot-uniform kernels, zero biases.
 _KERNEL_INIT = nn.initializers.glorot_uniform()
 _BIAS_INIT = nn.initializers.zeros
 
 ACTIVATIONS = {'relu': nn.relu, 'elu': nn.elu, 'gelu': nn.gelu}
+
+
+def _reduce_window_pool(x):
+  return nn.max_pool(x, (2, 2), strides=(2, 2))
+
+
+# config.max_pool: two implementations of one function (values and gradients
+# bitwise equal; see cifar_flax/pooling.py).
+MAX_POOLS = {'fused': pooling.max_pool_2x2,
+             'reduce_window': _reduce_window_pool}
 
 
 class PaperCNN(nn.Module):
@@ -25,6 +36,7 @@ class PaperCNN(nn.Module):
   dense_dropout: float
   activation: Callable[[Any], Any] = nn.relu
   dtype: Any = jnp.float32
+  max_pool: Callable[[Any], Any] = pooling.max_pool_2x2
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -36,7 +48,7 @@ class PaperCNN(nn.Module):
     for filters, rate in zip(self.stack_filters, self.conv_dropout):
       for _ in range(self.convs_per_stack):
         x = self.activation(conv(filters)(x))
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = self.max_pool(x)
       x = nn.Dropout(rate, deterministic=not train)(x)
     x = x.reshape((x.shape[0], -1))
     for units in self.hidden_units:
@@ -68,13 +80,17 @@ def create_model(config, num_classes):
   if config.activation not in ACTIVATIONS:
     raise ValueError(f'config.activation={config.activation!r}: expected one '
                      f'of {sorted(ACTIVATIONS)}')
+  if config.max_pool not in MAX_POOLS:
+    raise ValueError(f'config.max_pool={config.max_pool!r}: expected one of '
+                     f'{sorted(MAX_POOLS)}')
+  max_pool = MAX_POOLS[config.max_pool]
   if config.model in fast_models.MODELS:
     return fast_models.MODELS[config.model](
         num_classes, ACTIVATIONS[config.activation], jnp.dtype(config.dtype),
-        config.fastnet)
+        config.fastnet, max_pool)
   return MODELS[config.model](
       num_classes=num_classes,
       conv_dropout=tuple(config.conv_dropout),
       dense_dropout=config.dense_dropout,
       activation=ACTIVATIONS[config.activation],
-      dtype=jnp.dtype(config.dtype))
+      dtype=jnp.dtype(config.dtype), max_pool=max_pool)

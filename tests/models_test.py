@@ -74,3 +74,27 @@ def test_unknown_model_is_named():
   config.model = 'resnet9000'
   with pytest.raises(ValueError, match='resnet9000'):
     models.create_model(config, 100)
+
+
+@pytest.mark.parametrize('name', ['cnn5', 'fastnet'])
+def test_max_pool_implementations_train_alike(name):
+  """config.max_pool changes the speed only: equal logits and gradients."""
+  config = default.get_config()
+  config.model = name
+  config.fastnet.widths = (8, 8, 8)
+  x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
+  out = {}
+  for impl in models.MAX_POOLS:
+    config.max_pool = impl
+    model = models.create_model(config, 10)
+    v = model.init(jax.random.key(0), x)
+
+    def loss(params, model=model, v=v):
+      logits, _ = model.apply({**v, 'params': params}, x, train=True,
+                              rngs={'dropout': jax.random.key(2)},
+                              mutable=['batch_stats'])
+      return logits.sum()
+    out[impl] = jax.value_and_grad(loss)(v['params'])
+  np.testing.assert_array_equal(out['fused'][0], out['reduce_window'][0])
+  jax.tree.map(np.testing.assert_array_equal, out['fused'][1],
+               out['reduce_window'][1])
