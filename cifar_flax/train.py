@@ -132,8 +132,23 @@ def predict_logits(state, images, mean, aug_config):
 # --- Helpers of the driver -------------------------------------------------------
 
 
+def _apply_xla_flags(flags):
+  """Appends `flags` to XLA_FLAGS, which XLA reads when JAX starts a backend."""
+  current = os.environ.get('XLA_FLAGS', '')
+  if not flags or flags in current:
+    return
+  from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+  if xla_bridge.backends_are_initialized():
+    raise config_checks.ConfigError(
+        f'config.xla_flags: {flags!r} came after JAX started its backend; '
+        f'set them in the XLA_FLAGS environment variable instead')
+  os.environ['XLA_FLAGS'] = f'{current} {flags}'.strip()
+
+
 def setup_jax(config):
-  """Process-wide JAX settings of a run: PRNG and compilation cache."""
+  """Process-wide JAX settings of a run: XLA flags, PRNG and compilation
+  cache."""
+  _apply_xla_flags(config.get('xla_flags', ''))
   jax.config.update('jax_default_prng_impl', config.prng_impl)
   if config.compilation_cache_dir:
     jax.config.update('jax_compilation_cache_dir',
@@ -262,7 +277,9 @@ def prepare_run(config):
 def train_and_evaluate(config, workdir):
   """Trains (or resumes) the run in `workdir`, then evaluates its best
   checkpoint on the test set. Returns the evaluation dict."""
+  clock = _PhaseClock()
   dataset, mesh = prepare_run(config)
+  clock.lap('start-up and data')
   # Only a valid config creates (or touches) the workdir.
   changed = workdir_lib.prepare(
       workdir, config, ignore_keys=config_checks.RESUMABLE_KEYS,
@@ -287,7 +304,9 @@ def train_and_evaluate(config, workdir):
     return _finished_result(config, workdir, dataset, best)
   state = sharding.replicate(state, mesh)
   programs = Programs(config, dataset, mesh)
+  clock.lap('start-up and data')
   compile_s = programs.compile(state, _epoch_key(config.seed, 1))
+  clock.lap('compile')
   logging.info('compile: %s s (%s form, %d device(s))', compile_s,
                programs.form, mesh.devices.size)
   writer = metric_logging.MetricWriter(workdir if jax.process_index() == 0
@@ -295,13 +314,35 @@ def train_and_evaluate(config, workdir):
   try:
     with _StopSignal() as stop:
       _train_epochs(config, workdir, programs, manager, writer, state,
-                    stopper, history, first_epoch, stop)
+                    stopper, history, first_epoch, stop, clock)
   finally:
     manager.wait_until_finished()
     manager.close()
     writer.close()
+  clock.lap('checkpoints and logs')
   from cifar_flax import evaluate  # pylint: disable=g-import-not-at-top
-  return evaluate.evaluate(config, workdir, dataset=dataset)
+  result = evaluate.evaluate(config, workdir, dataset=dataset)
+  clock.lap('test evaluation')
+  print(f'time after start-up imports: {clock.summary()}')
+  return result
+
+
+class _PhaseClock:
+  """Wall seconds per phase of a run, for the closing 'time' line."""
+
+  def __init__(self):
+    self.seconds = {}
+    self._t = time.perf_counter()
+
+  def lap(self, phase):
+    now = time.perf_counter()
+    self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._t
+    self._t = now
+
+  def summary(self):
+    total = sum(self.seconds.values())
+    return ', '.join(f'{k} {v:.1f} s' for k, v in self.seconds.items()) + (
+        f'; total {total:.1f} s')
 
 
 def _resume(config, workdir, manager, state):
@@ -377,7 +418,7 @@ def record_epoch(config, workdir, manager, writer, programs, state, stopper,
 
 
 def _train_epochs(config, workdir, programs, manager, writer, state, stopper,
-                  history, first_epoch, stop):
+                  history, first_epoch, stop, clock):
   steps_per_epoch = loop.num_batches(len(programs.train_data[1]),
                                      config.batch_size)
   progress = metric_logging.ProgressReporter(
@@ -389,6 +430,7 @@ def _train_epochs(config, workdir, programs, manager, writer, state, stopper,
     val_m = programs.eval_pass(state, *programs.val_data)
     jax.block_until_ready((train_m, val_m))
     seconds = time.perf_counter() - t0
+    clock.lap('epochs (train and validation)')
     stopping = stop.received  # A signal from now on stops after the next epoch.
     row, improved, finished = record_epoch(
         config, workdir, manager, writer, programs, state, stopper, history,
@@ -400,6 +442,7 @@ def _train_epochs(config, workdir, programs, manager, writer, state, stopper,
           f'{report["steps_per_sec"]:.1f} steps/s  ETA '
           f'{metric_logging.format_duration(report["eta_seconds"])}'
           + ('  *best*' if improved else ''), flush=True)
+    clock.lap('checkpoints and logs')
     if stopping and not finished:
       manager.wait_until_finished()
       raise KeyboardInterrupt(

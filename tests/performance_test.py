@@ -1,5 +1,6 @@
 """No host in the hot loop, and data parallelism over several devices."""
 
+import json
 import os
 import subprocess
 import sys
@@ -89,3 +90,19 @@ def test_benchmark_reports_every_number(tmp_path, tiny_config):
     assert r[key] > 0, key
   assert os.path.exists(tmp_path / 'benchmark.json')
   assert 'per_step_jit' not in result['rows']  # Already the step loop.
+
+
+def test_config_xla_flags_reach_xla(tmp_path):
+  """--config.xla_flags is in force when JAX starts its backend: here it
+  makes the CPU show two devices, which the benchmark then uses."""
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='')
+  out = subprocess.run(
+      [sys.executable, 'main.py', '--config=configs/test.py',
+       '--mode=benchmark', f'--workdir={tmp_path}',
+       '--config.xla_flags=--xla_force_host_platform_device_count=2',
+       '--config.benchmark.compare_step_loop=False',
+       '--config.benchmark.epochs=1'],
+      cwd=conftest.ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  result = json.loads((tmp_path / 'benchmark.json').read_text())
+  assert result['num_devices'] == 2
