@@ -91,7 +91,9 @@ def run(config, workdir):
       'device': jax.devices()[0].device_kind, 'num_devices': jax.device_count(),
       'backend': jax.default_backend(), 'jax': jax.__version__,
       'model': config.model, 'dtype': config.dtype,
-      'prng_impl': config.prng_impl,
+      'prng_impl': config.prng_impl, 'max_pool': config.max_pool,
+      'scan_unroll': config.scan_unroll,
+      'xla_flags': os.environ.get('XLA_FLAGS', ''),
       'batch_size': config.batch_size, 'num_train': b.num_train,
       'num_eval': b.num_eval, 'compilation_cache_dir':
           config.compilation_cache_dir, 'rows': rows}
@@ -105,9 +107,12 @@ def run(config, workdir):
 
 def format_table(result):
   lines = [f"{result['model']} {result['dtype']} batch {result['batch_size']} "
-           f"prng {result['prng_impl']}, "
+           f"prng {result['prng_impl']}, max_pool {result['max_pool']}, "
+           f"scan_unroll {result['scan_unroll']}, "
            f"{result['num_train']} train images, on {result['num_devices']}x "
-           f"{result['device']} (jax {result['jax']})",
+           f"{result['device']} (jax {result['jax']})"
+           + (f", XLA_FLAGS {result['xla_flags']}" if result['xla_flags']
+              else ''),
            f"{'loop':14s} {'compile s':>9s} {'1st epoch s':>11s} "
            f"{'s/epoch':>8s} {'ms/step':>8s} {'train img/s':>11s} "
            f"{'eval img/s':>10s}"]
