@@ -5,6 +5,7 @@ images here are only scaled and centred: no shear, zoom, shift or flip.
 """
 
 import dataclasses
+import datetime
 import functools
 import os
 import time
@@ -76,6 +77,8 @@ def evaluate(config, workdir, dataset=None):
             'checkpoint_epoch': restored.epoch,
             'eval_seconds': time.perf_counter() - t0,
             'device': jax.devices()[0].device_kind,
+            'date': datetime.datetime.now(datetime.timezone.utc).strftime(
+                '%Y-%m-%d'),
             'images': 'clean (scaled and centred, no augmentation)'}
   workdir_lib.write_json(os.path.join(workdir, workdir_lib.EVAL_FILE), result)
   print(f'test top-1 {result["test_top1"]:.4f}  top-5 '

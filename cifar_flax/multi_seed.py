@@ -122,11 +122,15 @@ def _diverged(workdir):
 
 def is_done(workdir):
   """True once the seed in `workdir` has diverged, or finished and has
-  eval.json: a sweep skips it."""
+  eval.json: a sweep skips it. A workdir with eval.json and no checkpoints
+  directory is a copy of a finished run's JSON files (as kept under
+  results/ to carry measured rows from one machine to the next): done."""
   if _diverged(workdir):
     return True
   if not os.path.exists(os.path.join(workdir, workdir_lib.EVAL_FILE)):
     return False
+  if not os.path.isdir(os.path.join(workdir, workdir_lib.CHECKPOINT_DIR)):
+    return True
   manager = checkpointing.create_manager(workdir, read_only=True)
   try:
     step = manager.latest_step()
@@ -193,7 +197,8 @@ def _train(config, dataset, mesh, runs, states):
         jnp.ones(len(runs), bool)).compile()
     programs.eval_pass = programs.eval_pass.lower(
         take(states, 0), *programs.val_data).compile()
-    print(f'compiled {len(runs)} seeds together in '
+    what = f'{len(runs)} seeds together' if len(runs) > 1 else 'one seed'
+    print(f'compiled {what} in '
           f'{time.perf_counter() - t0:.1f} s', flush=True)
   for r in runs:
     if r.active and jax.process_index() == 0:

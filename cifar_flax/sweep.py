@@ -2,7 +2,8 @@
 
 A sweep config (configs/paper_table.py) names the rows (a config file each)
 and the seeds. Each seed trains in WORKDIR/<row>/seed_<seed>, an ordinary
-single-run workdir; a row's seeds train together (multi_seed). A rerun skips
+single-run workdir; a row's seeds train one at a time or together
+(multi_seed, `seeds_per_group`). A rerun skips
 finished seeds and resumes unfinished ones. After each row the table is
 rewritten (sweep_table).
 """
@@ -107,9 +108,13 @@ def run(sweep_config, workdir):
       if not todo:
         print(f'{name}: all {len(seeds)} seeds finished, skipping.')
         continue
-      print(f'{name}: training seeds {todo} together '
+      groups = list(_groups(todo, sweep_config.seeds_per_group))
+      how = ('together' if len(groups) == 1 and len(todo) > 1 else
+             'one at a time' if all(len(g) == 1 for g in groups) else
+             f'in groups of {sweep_config.seeds_per_group}')
+      print(f'{name}: training seeds {todo} {how} '
             f'({sweep_config.rows[name].config}).', flush=True)
-      for group in _groups(todo, sweep_config.seeds_per_group):
+      for group in groups:
         multi_seed.train_and_evaluate(
             config, {s: seed_workdir(workdir, name, s) for s in group})
       sweep_table.write(sweep_config, workdir)

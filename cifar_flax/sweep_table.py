@@ -2,7 +2,7 @@
 
 Reads only finished seeds' workdirs (eval.json, history.json); a row with
 none reads 'not yet measured', never a guess. Wall time is the sum of the
-seed's epoch times: seeds trained together share each epoch's time.
+seed's epoch times (seeds trained together share each epoch's time).
 """
 
 import csv
@@ -36,7 +36,8 @@ def seed_result(workdir):
           'stop_epoch': history[-1]['epoch'] if history else 0,
           'train_minutes': sum(h['epoch_seconds'] for h in history) / 60,
           'device': ev.get('device', '?'),
-          'date': datetime.datetime.fromtimestamp(
+          # Older eval.json files have no date: their file time stands in.
+          'date': ev.get('date') or datetime.datetime.fromtimestamp(
               mtime, datetime.timezone.utc).strftime('%Y-%m-%d'),
           'val_top1': [h['val_top1'] for h in history]}
 
@@ -90,8 +91,11 @@ def markdown(rows, sweep_config):
       f'{tuple(sweep_config.seeds)}). Ours: mean ± std (ddof 1) over the '
       'finished seeds; test images clean (no augmentation), best '
       'checkpoint by validation loss. Train time: sum of the seed\'s epoch '
-      'times; the seeds of a row train together and share each epoch\'s '
-      'time. \'—\': the paper gives no number.', '',
+      'times' + (
+          '; seeds trained together share each epoch\'s time'
+          if sweep_config.seeds_per_group != 1 else
+          ' (one seed at a time)') +
+      '. \'—\': the paper gives no number.', '',
       '| Experiment | Config | Paper test top-1 | Paper note | Seeds | '
       'Test top-1 (%) | Test top-5 (%) | Best epoch | Stop epoch | '
       'Train time (min) |',

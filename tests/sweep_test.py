@@ -99,6 +99,18 @@ def test_sweep_end_to_end_skips_and_resumes(tmp_path, fake_data_dir,
                              [h['val_loss'] for h in history], rtol=1e-5)
   assert os.path.exists(os.path.join(seed2, 'eval.json'))
 
+  # The runs' JSON files alone (no checkpoints), as kept under results/,
+  # give the same table: measured rows travel between machines.
+  copy = tmp_path / 'json_only'
+  shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns(
+      'checkpoints', 'results', '*tfevents*'))
+  config.results_dir = ''
+  sweep_table.write(config, str(copy))
+  with open(os.path.join(workdir, 'results', 'paper_table.csv')) as f:
+    want = list(csv.DictReader(f))
+  with open(copy / 'results' / 'paper_table.csv') as f:
+    assert list(csv.DictReader(f)) == want
+
 
 def test_table_without_runs_marks_every_row_unmeasured(tmp_path):
   config = paper_table.get_config()
