@@ -150,3 +150,40 @@ def test_train_and_evaluate_end_to_end(tmp_path, tiny_config):
   assert ev['checkpoint_epoch'] == best == restored.epoch
   assert restored.class_names[5] == 'fine5'
 
+
+
+def test_launching_the_next_epoch_early_changes_nothing(
+    tmp_path, tiny_config, xla_cache_dir, monkeypatch):
+  """Scan form launches epoch e+1 before writing epoch e's checkpoint and
+  logs: the same history, checkpoints and test metrics as waiting, and no
+  epoch launched past an early stop."""
+  tiny_config.loop = 'scan'
+  tiny_config.num_epochs = 6
+  tiny_config.patience = 1
+  tiny_config.learning_rate = 1e-2  # Stops early on the fake data.
+  tiny_config.compilation_cache_dir = xla_cache_dir
+  key = train._epoch_key  # pylint: disable=protected-access
+  runs = {}
+  for forms in (('scan',), ()):
+    launched = []
+    monkeypatch.setattr(train, 'LAUNCH_AHEAD_FORMS', forms)
+    monkeypatch.setattr(train, '_epoch_key',
+                        lambda seed, epoch, l=launched: l.append(epoch)
+                        or key(seed, epoch))
+    workdir = str(tmp_path / f'ahead_{bool(forms)}')
+    result = train.train_and_evaluate(tiny_config, workdir)
+    history = json.load(open(os.path.join(workdir, 'history.json')))
+    steps = sorted(int(s) for s in os.listdir(
+        os.path.join(workdir, 'checkpoints')) if s.isdigit())
+    runs[bool(forms)] = (launched, history, steps, result)
+  (l1, h1, s1, r1), (l0, h0, s0, r0) = runs[True], runs[False]
+  stop = h1[-1]['epoch']
+  assert stop < tiny_config.num_epochs  # Early stopping fired.
+  # Epoch 1's key also serves compiling; then one launch per epoch run.
+  assert l1 == l0 == [1] + list(range(1, stop + 1))
+  assert s1 == s0
+  drop = lambda h: [{k: v for k, v in r.items() if k != 'epoch_seconds'}
+                    for r in h]
+  assert drop(h1) == drop(h0)
+  assert {k: r1[k] for k in ('test_loss', 'test_top1', 'checkpoint_epoch')} == {
+      k: r0[k] for k in ('test_loss', 'test_top1', 'checkpoint_epoch')}
