@@ -167,6 +167,11 @@ def test_fast_config_trains_evaluates_and_times(tmp_path, fast_config):
   restored = evaluate.load_best(fast_config, workdir)
   assert restored.state.batch_stats
   assert result['num_examples'] == 120
+  # So do the foundation's reports and predictions.
+  assert cli.run(fast_config, workdir, 'report') == 0
+  for name in ('curves.png', 'confusion_fine.csv', 'classification_report.md',
+               'test_grid.png'):
+    assert os.path.getsize(os.path.join(workdir, 'reports', name)) > 0, name
 
   # Timed mode, in the GPU's 'scan' form: compiled once, reused by 2 seeds.
   fast_config.loop = 'scan'
