@@ -5,7 +5,9 @@
 # fast_long table. Each step's output goes to OUT_DIR/<step>.log, its workdir
 # to OUT_DIR/<step>/. Extra main.py arguments for every run but the table:
 # $EXTRA, e.g. EXTRA=--config.num_epochs=40 ... fast_long. Python: $PYTHON
-# (default python3).
+# (default python3). The table step starts from the rows measured before
+# (the seeds' JSON under results/h200/*/table/) and trains $ROWS (a Python
+# tuple, e.g. ROWS='("rmsprop","elu")'; default: every row).
 set -uo pipefail
 data=$1; out=$2; shift 2
 steps=${*:-bench final final_bf16 report fast fast_long table}
@@ -27,7 +29,10 @@ for step in $steps; do
     report) run report --config=configs/final.py --config.data_dir="$data" --workdir="$out/final" --mode=report ;;
     fast) run fast --config=configs/fast.py --config.data_dir="$data" --workdir="$out/fast" --mode=timed ;;
     fast_long) run fast_long --config=configs/fast_long.py --config.data_dir="$data" --workdir="$out/fast_long" --mode=timed ;;
-    table) extra= run table --config=configs/paper_table.py --config.data_dir="$data" --workdir="$out/paper_table" --mode=sweep --config.results_dir="$out/results" ;;
+    table)
+      mkdir -p "$out/paper_table"
+      for row in results/h200/*/table/*/; do cp -rn "$row" "$out/paper_table/"; done
+      extra=${ROWS:+--config.train_rows=$ROWS} run table --config=configs/paper_table.py --config.data_dir="$data" --workdir="$out/paper_table" --mode=sweep --config.results_dir="$out/results" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done
