@@ -221,9 +221,11 @@ def _check_finite(epoch, row, state, best_epoch, finite=None):
   """Raises before a diverged epoch reaches the history or a checkpoint.
   `finite`: params_finite(state.params), if already computed."""
   bad = [k for k in ('train_loss', 'val_loss') if not math.isfinite(row[k])]
-  if not bad and not bool(params_finite(state.params) if finite is None
-                          else finite):
-    bad = ['parameters']
+  if not bad:
+    if finite is None:
+      finite = params_finite(state.params)
+    if not bool(finite):
+      bad = ['parameters']
   if not bad:
     return
   if best_epoch:
@@ -447,7 +449,6 @@ def save_epoch(config, workdir, manager, writer, programs, state, stopper,
   if writer is not None:
     writer.write_scalars(epoch * steps_per_epoch,
                          {k: v for k, v in row.items() if k != 'epoch'})
-  return row, improved, finished
 
 
 # Loop forms whose next epoch is launched before the host writes the last
