@@ -25,6 +25,9 @@ def test_archive_layout_and_split(tiny_config):
   assert ds.validation.images[0, 0, 1, 0] == first[1]
   assert ds.validation.images[0, 1, 0, 1] == first[1024 + 32]
   assert ds.validation.images[0, 31, 31, 2] == first[3071]
+  np.testing.assert_array_equal(
+      ds.validation.images,
+      raw['data'][:50].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
   assert len(ds.test) == 120 and ds.num_classes == 100
   assert ds.class_names[3] == 'fine3'
   assert ds.fine_to_coarse[7] == 1
