@@ -34,6 +34,15 @@ def test_archive_layout_and_split(tiny_config):
   assert ds.coarse_class_names == tuple(f'coarse{i}' for i in range(20))
 
 
+def test_channel_mean_is_the_float64_mean():
+  images = np.random.default_rng(0).integers(0, 256, (300, 32, 32, 3),
+                                             dtype=np.uint8)
+  expected = images.reshape(-1, 3).astype(np.float64).mean(axis=0) / 255.0
+  mean = data.channel_mean(images)
+  assert mean.dtype == np.float32
+  np.testing.assert_allclose(mean, expected, rtol=1e-7)
+
+
 def test_coarse_labels_and_subsets(tiny_config):
   tiny_config.label_type = 'coarse'
   tiny_config.train_subset = 100
