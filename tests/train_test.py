@@ -187,3 +187,25 @@ def test_launching_the_next_epoch_early_changes_nothing(
   assert drop(h1) == drop(h0)
   assert {k: r1[k] for k in ('test_loss', 'test_top1', 'checkpoint_epoch')} == {
       k: r0[k] for k in ('test_loss', 'test_top1', 'checkpoint_epoch')}
+
+
+def test_scan_form_resumes_like_an_uninterrupted_run(tmp_path, tiny_config,
+                                                     xla_cache_dir):
+  """Scan form compiles against the abstract state and restores into it: 2
+  epochs continued to 3 equal 3 epochs in one go."""
+  tiny_config.loop = 'scan'
+  tiny_config.compilation_cache_dir = xla_cache_dir
+  histories = {}
+  for name, epochs in (('whole', (3,)), ('resumed', (2, 3))):
+    workdir = str(tmp_path / name)
+    for n in epochs:
+      tiny_config.num_epochs = n
+      tiny_config.allow_config_change = n != epochs[0]
+      result = train.train_and_evaluate(tiny_config, workdir)
+    histories[name] = [{k: v for k, v in r.items() if k != 'epoch_seconds'}
+                       for r in json.load(open(os.path.join(workdir,
+                                                            'history.json')))]
+    histories[name + '_eval'] = (result['test_loss'], result['test_top1'])
+  assert [r['epoch'] for r in histories['resumed']] == [1, 2, 3]
+  assert histories['resumed'] == histories['whole']
+  assert histories['resumed_eval'] == histories['whole_eval']
