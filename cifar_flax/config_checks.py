@@ -7,7 +7,8 @@ from cifar_flax import schedules
 # Fields that may differ between attempts of one run in one workdir.
 RESUMABLE_KEYS = ('data_dir', 'tfds_data_dir', 'compilation_cache_dir',
                   'loop', 'eval_batch_size', 'allow_config_change',
-                  'max_pool', 'scan_unroll', 'xla_flags')
+                  'max_pool', 'scan_unroll', 'xla_flags',
+                  'pad_input_channels')
 DTYPES = ('float32', 'bfloat16')
 
 
@@ -64,6 +65,8 @@ def validate(config):
                 'checkpoint_every_epochs', 'scan_unroll'):
     _require(c[field] >= 1, field, f'{c[field]} must be at least 1')
   _require(c.patience >= 0, 'patience', f'{c.patience} must not be negative')
+  _require(c.pad_input_channels >= 0, 'pad_input_channels',
+           f'{c.pad_input_channels} must not be negative')
   _require(c.train_subset >= 0 and c.test_subset >= 0, 'train_subset',
            'subsets must not be negative (0 means all)')
   for i, rate in enumerate(tuple(c.conv_dropout) + (c.dense_dropout,)):

@@ -3,6 +3,7 @@
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
+from jax import lax
 import jax.numpy as jnp
 
 from cifar_flax import fast_models
@@ -25,6 +26,21 @@ MAX_POOLS = {'fused': pooling.max_pool_2x2,
              'reduce_window': _reduce_window_pool}
 
 
+def channel_padded_conv(channels):
+  """lax.conv_general_dilated that first zero-pads inputs of fewer than
+  `channels` channels (NHWC), and the kernel's input rows (HWIO) to match.
+  The same result: the zero channels add exact zeros, and the padded kernel
+  rows, sliced off again, carry no gradient. Only cuDNN's choice of kernels
+  can change (the 3-channel first conv)."""
+  def conv(lhs, rhs, *args, **kwargs):
+    pad = channels - lhs.shape[-1]
+    if pad > 0 and kwargs.get('feature_group_count', 1) == 1:
+      lhs = jnp.pad(lhs, [(0, 0)] * (lhs.ndim - 1) + [(0, pad)])
+      rhs = jnp.pad(rhs, [(0, 0)] * (rhs.ndim - 2) + [(0, pad), (0, 0)])
+    return lax.conv_general_dilated(lhs, rhs, *args, **kwargs)
+  return conv
+
+
 class PaperCNN(nn.Module):
   """[[CONV3x3 -> ACT] x convs_per_stack -> MAXPOOL2 -> DROPOUT] per stack,
   then [FC -> ACT -> DROPOUT] per hidden layer, then the class logits."""
@@ -37,11 +53,16 @@ class PaperCNN(nn.Module):
   activation: Callable[[Any], Any] = nn.relu
   dtype: Any = jnp.float32
   max_pool: Callable[[Any], Any] = pooling.max_pool_2x2
+  # Convs see at least this many input channels (zero-padded); 0: as given.
+  pad_input_channels: int = 0
 
   @nn.compact
   def __call__(self, x, train: bool = False):
+    conv_fn = (channel_padded_conv(self.pad_input_channels)
+               if self.pad_input_channels else None)
     conv = lambda f: nn.Conv(f, (3, 3), padding='SAME', dtype=self.dtype,
-                             kernel_init=_KERNEL_INIT, bias_init=_BIAS_INIT)
+                             kernel_init=_KERNEL_INIT, bias_init=_BIAS_INIT,
+                             conv_general_dilated=conv_fn)
     dense = lambda n: nn.Dense(n, dtype=self.dtype, kernel_init=_KERNEL_INIT,
                                bias_init=_BIAS_INIT)
     x = x.astype(self.dtype)
@@ -93,4 +114,5 @@ def create_model(config, num_classes):
       conv_dropout=tuple(config.conv_dropout),
       dense_dropout=config.dense_dropout,
       activation=ACTIVATIONS[config.activation],
-      dtype=jnp.dtype(config.dtype), max_pool=max_pool)
+      dtype=jnp.dtype(config.dtype), max_pool=max_pool,
+      pad_input_channels=config.pad_input_channels)

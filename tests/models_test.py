@@ -98,3 +98,36 @@ def test_max_pool_implementations_train_alike(name):
   np.testing.assert_array_equal(out['fused'][0], out['reduce_window'][0])
   jax.tree.map(np.testing.assert_array_equal, out['fused'][1],
                out['reduce_window'][1])
+
+
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
+def test_padded_input_channels_change_nothing(dtype):
+  """config.pad_input_channels: the same parameters, init, logits and
+  gradients (cnn5 here; the first conv of cnn9 is built the same way)."""
+  config = default.get_config()
+  config.model, config.dtype = 'cnn5', dtype
+  x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
+  out = {}
+  for pad in (0, 8):
+    config.pad_input_channels = pad
+    model = models.create_model(config, 10)
+    v = model.init(jax.random.key(0), x)
+    loss = lambda params, model=model: model.apply(
+        {'params': params}, x, train=True,
+        rngs={'dropout': jax.random.key(2)}).sum()
+    out[pad] = (v['params'], *jax.value_and_grad(loss)(v['params']))
+    # The first conv really sees 8 channels (or the 3 given).
+    jaxpr = str(jax.make_jaxpr(loss)(v['params']))
+    short = {'float32': 'f32', 'bfloat16': 'bf16'}[dtype]
+    assert (f'{short}[4,32,32,8]' in jaxpr) == (pad == 8)
+  assert _count(models.create_model(config, 10)) == _count(
+      models.cnn5(num_classes=10, conv_dropout=(0.2, 0.5, 0.5),
+                  dense_dropout=0.5))
+  (p0, l0, g0), (p8, l8, g8) = out[0], out[8]
+  assert g8['Conv_0']['kernel'].shape == (3, 3, 3, 32)
+  jax.tree.map(np.testing.assert_array_equal, p0, p8)
+  tol = 1e-5 if dtype == 'float32' else 2e-2
+  np.testing.assert_allclose(l8, l0, rtol=tol)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(
+      np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=tol,
+      atol=tol * float(jnp.abs(b).max())), g8, g0)

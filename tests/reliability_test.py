@@ -319,6 +319,7 @@ def test_unknown_field_or_wrong_type_fails_at_parsing(override, field,
     ('validation_fraction', 1.0),
     ('model', 'cnn7'),
     ('optimizer', 'adagrad'),
+    ('pad_input_channels', -1),
 ])
 def test_impossible_value_fails_before_any_work(field, value, tiny_config,
                                                 tmp_path, capsys):
