@@ -29,9 +29,10 @@ MAX_POOLS = {'fused': pooling.max_pool_2x2,
 def channel_padded_conv(channels):
   """lax.conv_general_dilated that first zero-pads inputs of fewer than
   `channels` channels (NHWC), and the kernel's input rows (HWIO) to match.
-  The same result: the zero channels add exact zeros, and the padded kernel
-  rows, sliced off again, carry no gradient. Only cuDNN's choice of kernels
-  can change (the 3-channel first conv)."""
+  Mathematically the same conv: the zero channels add exact zeros, and the
+  padded kernel rows, sliced off again, carry no gradient (identical results
+  on the CPU). What can change is cuDNN's choice of kernels for the
+  3-channel first conv, and with it the order of summation."""
   def conv(lhs, rhs, *args, **kwargs):
     pad = channels - lhs.shape[-1]
     if pad > 0 and kwargs.get('feature_group_count', 1) == 1:
