@@ -120,6 +120,14 @@ def _diverged(workdir):
   return os.path.exists(os.path.join(workdir, DIVERGED_FILE))
 
 
+def record_divergence(seed, workdir, epoch, error):
+  """Marks the seed in `workdir` as diverged: a sweep skips it and the table
+  counts it apart."""
+  print(f'seed {seed}: {error}', flush=True)
+  workdir_lib.write_json(os.path.join(workdir, DIVERGED_FILE),
+                         {'epoch': epoch, 'message': str(error)})
+
+
 def is_done(workdir):
   """True once the seed in `workdir` has diverged, or finished and has
   eval.json: a sweep skips it. A workdir with eval.json and no checkpoints
@@ -235,9 +243,7 @@ def _end_epoch(config, run, programs, state, train_m, val_m, seconds, stopping,
         run.stopper, run.history, epoch, train_m, val_m, seconds,
         steps_per_epoch, force_save=bool(stopping))
   except train.TrainingDivergedError as e:
-    print(f'seed {run.seed}: {e}', flush=True)
-    workdir_lib.write_json(os.path.join(run.workdir, DIVERGED_FILE),
-                           {'epoch': epoch, 'message': str(e)})
+    record_divergence(run.seed, run.workdir, epoch, e)
     run.active = False
     return
   print(f'seed {run.seed} epoch {epoch:3d}  train loss {row["train_loss"]:.4f}'

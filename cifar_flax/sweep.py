@@ -2,8 +2,8 @@
 
 A sweep config (configs/paper_table.py) names the rows (a config file each)
 and the seeds. Each seed trains in WORKDIR/<row>/seed_<seed>, an ordinary
-single-run workdir; a row's seeds train one at a time or together
-(multi_seed, `seeds_per_group`). A rerun skips
+single-run workdir; a row's seeds train one at a time (train, the default)
+or together (multi_seed, `seeds_per_group`). A rerun skips
 finished seeds and resumes unfinished ones. After each row the table is
 rewritten (sweep_table).
 """
@@ -14,6 +14,7 @@ import os
 from cifar_flax import config_checks
 from cifar_flax import multi_seed
 from cifar_flax import sweep_table
+from cifar_flax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -96,6 +97,16 @@ def check(sweep_config):
   return {n: row_config(sweep_config, n) for n in sweep_config.train_rows}
 
 
+def _train_one(config, workdir, seed):
+  """One seed on its own: the single-run path (train.train_and_evaluate),
+  whose scan form launches each epoch before the last one's checkpoint is
+  written. A diverged seed is recorded as multi_seed does; the sweep goes on."""
+  try:
+    train.train_and_evaluate(multi_seed.seed_config(config, seed), workdir)
+  except train.TrainingDivergedError as e:
+    multi_seed.record_divergence(seed, workdir, e.epoch, e)
+
+
 def run(sweep_config, workdir):
   """Trains every unfinished seed of every row in train_rows, then writes
   the table; returns the table's rows."""
@@ -115,8 +126,11 @@ def run(sweep_config, workdir):
       print(f'{name}: training seeds {todo} {how} '
             f'({sweep_config.rows[name].config}).', flush=True)
       for group in groups:
-        multi_seed.train_and_evaluate(
-            config, {s: seed_workdir(workdir, name, s) for s in group})
+        if len(group) == 1:
+          _train_one(config, seed_workdir(workdir, name, group[0]), group[0])
+        else:
+          multi_seed.train_and_evaluate(
+              config, {s: seed_workdir(workdir, name, s) for s in group})
       sweep_table.write(sweep_config, workdir)
   except KeyboardInterrupt:  # Stopped (SIGTERM/SIGINT): table of what finished.
     sweep_table.write(sweep_config, workdir)

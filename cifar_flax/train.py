@@ -30,7 +30,11 @@ from cifar_flax import workdir as workdir_lib
 
 
 class TrainingDivergedError(Exception):
-  """The loss or the parameters stopped being finite."""
+  """The loss or the parameters stopped being finite in epoch `epoch`."""
+
+  def __init__(self, message, epoch=None):
+    super().__init__(message)
+    self.epoch = epoch
 
 
 class TrainState(train_state.TrainState):
@@ -245,7 +249,7 @@ def _check_finite(epoch, row, state, best_epoch, finite=None):
   raise TrainingDivergedError(
       f'epoch {epoch}: {" and ".join(bad)} not finite (train_loss='
       f'{row["train_loss"]}, val_loss={row["val_loss"]}); training stopped. '
-      f'{kept}')
+      f'{kept}', epoch)
 
 
 class _StopSignal:

@@ -1,6 +1,6 @@
 """The paper's experiments as one sweep: every row x every seed.
 
-Run (every row, 3 seeds each, trained together per row):
+Run (every row, 3 seeds each, one at a time):
   python main.py --config=configs/paper_table.py --mode=sweep \
       --workdir=runs/paper_table --config.data_dir=../shared/data \
       --config.results_dir=results

@@ -149,3 +149,36 @@ def test_bad_sweep_configs_fail_before_training(tmp_path, fake_data_dir):
 def test_sweep_mode_refuses_a_run_config(tmp_path, tiny_config, capsys):
   assert cli.run(tiny_config, str(tmp_path / 'w'), 'sweep') == 1
   assert 'needs a sweep config' in capsys.readouterr().err
+
+
+def test_seeds_one_at_a_time_take_the_single_run_path(
+    tmp_path, fake_data_dir, xla_cache_dir, monkeypatch, capsys):
+  """seeds_per_group=1 trains each seed with train.train_and_evaluate; a seed
+  that diverges is recorded (diverged.json) and the sweep goes on."""
+  from cifar_flax import multi_seed  # pylint: disable=g-import-not-at-top
+  from cifar_flax import train  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  config = _tiny(fake_data_dir, xla_cache_dir)
+  config.train_rows = ('adam_lr1e4',)
+  config.seeds_per_group = 1
+  workdir = str(tmp_path / 'sweep')
+
+  def never(*args):
+    raise AssertionError('multi_seed path used')
+  monkeypatch.setattr(multi_seed, 'train_and_evaluate', never)
+  calls = []  # The first seed's first epoch reads as diverged.
+  finite = train.params_finite
+  monkeypatch.setattr(train, 'params_finite', lambda p: calls.append(1) or (
+      jnp.asarray(False) if len(calls) == 1 else finite(p)))
+  sweep.run(config, workdir)
+  first, second = (os.path.join(workdir, 'adam_lr1e4', f'seed_{s}')
+                   for s in config.seeds)
+  assert _read(os.path.join(first, multi_seed.DIVERGED_FILE))['epoch'] == 1
+  assert not os.path.exists(os.path.join(first, 'eval.json'))
+  assert os.path.exists(os.path.join(second, 'eval.json'))
+  with open(os.path.join(workdir, 'results', 'paper_table.csv')) as f:
+    row = {r['row']: r for r in csv.DictReader(f)}['adam_lr1e4']
+  assert row['n_seeds'] == '1' and row['diverged'] == str(config.seeds[0])
+  assert 'one at a time' in capsys.readouterr().out
+  sweep.run(config, workdir)  # Both seeds done: nothing trains.
+  assert 'all 2 seeds finished, skipping' in capsys.readouterr().out
