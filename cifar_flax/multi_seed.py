@@ -1,8 +1,10 @@
 """k seeds of one config trained together, in one jitted program per epoch.
 
-At batch 64 one GPU is launch-bound, so the single-run train pass
-(loop.make_train_pass over train.train_step) is vmapped over stacked train
-states and per-seed epoch keys. Each seed draws the data order, augmentation
+The single-run train pass (loop.make_train_pass over train.train_step) is
+vmapped over stacked train states and per-seed epoch keys. (For cnn9 on an
+H200 this is slower than seeds one after another: the GPU is not
+launch-bound at batch 64, and vmapped convolutions become grouped ones;
+README.) Each seed draws the data order, augmentation
 and dropout of its single run (train._epoch_key(seed, epoch)), keeps its own
 early stopping, and writes an ordinary single-run workdir (config.json,
 history.json, best and latest checkpoints, eval.json), so --mode=eval and the
