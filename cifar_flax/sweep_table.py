@@ -1,8 +1,10 @@
 """The sweep's results table (Markdown + CSV) and validation-curve plots.
 
 Reads only finished seeds' workdirs (eval.json, history.json); a row with
-none reads 'not yet measured', never a guess. Wall time is the sum of the
-seed's epoch times (seeds trained together share each epoch's time).
+none reads 'not yet measured', never a guess; one whose every seed diverged
+reads 'diverged'; one missing some of the sweep's seeds says how many are
+not yet run. Wall time is the sum of the seed's epoch times
+(seeds trained together share each epoch's time).
 """
 
 import csv
@@ -18,6 +20,7 @@ from cifar_flax import workdir as workdir_lib
 RESULTS_DIR = 'results'
 NAME = 'paper_table'
 UNMEASURED = 'not yet measured'
+DIVERGED = 'diverged'
 STATS = (('test_top1', 100.0), ('test_top5', 100.0), ('best_epoch', 1.0),
          ('stop_epoch', 1.0), ('train_minutes', 1.0))
 
@@ -58,13 +61,26 @@ def collect(sweep_config, workdir):
                               if r and r['diverged']),
            'devices': sorted({r['device'] for r in done.values()}),
            'dates': sorted({r['date'] for r in done.values()}),
+           'not_run': sorted(s for s, r in seeds.items() if r is None),
            'curves': {s: r['val_top1'] for s, r in done.items()}}
+    row['status'] = _status(row)
     for key, scale in STATS:
       values = np.array([r[key] for r in done.values()], float) * scale
       row[key] = (float(values.mean()) if len(values) else None,
                   float(values.std(ddof=1)) if len(values) > 1 else None)
     rows.append(row)
   return rows
+
+
+def _status(row):
+  """UNMEASURED (no seed run), 'partial (k of n seeds run)', DIVERGED (every
+  seed run, none finished) or 'measured' (every seed run, some finished)."""
+  run = len(row['seeds']) + len(row['diverged'])
+  if not run:
+    return UNMEASURED
+  if row['not_run']:
+    return f'partial ({run} of {run + len(row["not_run"])} seeds run)'
+  return 'measured' if row['seeds'] else DIVERGED
 
 
 def _mean_std(pair, digits):
@@ -103,11 +119,15 @@ def markdown(rows, sweep_config):
   for r in rows:
     head = (f'| {r["label"]} | `{r["config"]}` | {r["paper_test_top1"]} | '
             f'{r["paper_note"]} | ')
-    diverged = (f' ({len(r["diverged"])} diverged)' if r['diverged'] else '')
+    seeds = f'{len(r["seeds"])}'
+    if r['diverged']:
+      seeds += f' ({len(r["diverged"])} diverged)'
+    if r['not_run'] and r['status'] != UNMEASURED:
+      seeds += f' ({len(r["not_run"])} not yet run)'
     if not r['seeds']:
-      lines.append(head + f'0{diverged} | {UNMEASURED} | | | | |')
+      lines.append(head + f'{seeds} | {r["status"]} | | | | |')
       continue
-    lines.append(head + f'{len(r["seeds"])}{diverged} | ' + ' | '.join(
+    lines.append(head + f'{seeds} | ' + ' | '.join(
         _mean_std(r[key], 2 if scale > 1 else 1) for key, scale in STATS)
                  + ' |')
   return '\n'.join(lines) + '\n'
@@ -128,7 +148,7 @@ def write_csv(rows, path):
                  seeds=' '.join(map(str, r['seeds'])),
                  diverged=' '.join(map(str, r['diverged'])),
                  devices='; '.join(r['devices']), dates=' '.join(r['dates']),
-                 status='measured' if r['seeds'] else UNMEASURED)
+                 status=r['status'])
       for key, _ in STATS:
         mean, std = r[key]
         out[f'{key}_mean'] = '' if mean is None else f'{mean:.6g}'

@@ -122,6 +122,35 @@ def test_table_without_runs_marks_every_row_unmeasured(tmp_path):
                             'val_top1_all_rows.png')
 
 
+def test_table_names_partial_and_diverged_rows(tmp_path):
+  """A row missing some of the sweep's seeds is 'partial'; one whose every
+  seed diverged reads 'diverged', not 'not yet measured'."""
+  from cifar_flax import multi_seed  # pylint: disable=g-import-not-at-top
+  config = paper_table.get_config()
+  measured = os.path.join(ROOT, 'results', 'h200', '2026-11-26c')
+  shutil.copytree(os.path.join(measured, 'table', 'cnn5'), tmp_path / 'cnn5')
+  shutil.copytree(os.path.join(measured, 'final'),
+                  tmp_path / 'adam_lr1e4' / 'seed_0',
+                  ignore=shutil.ignore_patterns('reports'))
+  for seed in config.seeds:
+    seed_dir = tmp_path / 'adam_lr1e2' / f'seed_{seed}'
+    seed_dir.mkdir(parents=True)
+    (seed_dir / multi_seed.DIVERGED_FILE).write_text('{"epoch": 2}')
+  sweep_table.write(config, str(tmp_path))
+  with open(tmp_path / 'results' / 'paper_table.csv') as f:
+    table = {r['row']: r for r in csv.DictReader(f)}
+  assert table['cnn5']['status'] == 'measured'
+  assert table['adam_lr1e4']['status'] == 'partial (1 of 3 seeds run)'
+  assert table['adam_lr1e4']['n_seeds'] == '1'
+  assert table['adam_lr1e2']['status'] == 'diverged'
+  assert table['adam_lr1e2']['diverged'] == '0 1 2'
+  assert table['adam_lr1e3']['status'] == 'not yet measured'
+  md = open(tmp_path / 'results' / 'paper_table.md').read()
+  assert '| 1 (2 not yet run) | 64.09 |' in md
+  assert '| 0 (3 diverged) | diverged |' in md
+  assert md.count('| not yet measured |') == len(paper_table.ROWS) - 3
+
+
 def test_committed_table_lists_every_row():
   with open(os.path.join(ROOT, 'results', 'paper_table.md')) as f:
     md = f.read()
