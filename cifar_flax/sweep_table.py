@@ -3,8 +3,8 @@
 Reads only finished seeds' workdirs (eval.json, history.json); a row with
 none reads 'not yet measured', never a guess; one whose every seed diverged
 reads 'diverged'; one missing some of the sweep's seeds says how many are
-not yet run. Wall time is the sum of the seed's epoch times
-(seeds trained together share each epoch's time).
+not yet run. Wall time is the sum of the seed's epoch times (seeds trained
+together share each epoch's time).
 """
 
 import csv
