@@ -58,8 +58,7 @@ def measure(config, dataset, epochs):
 
   first = _time(lambda: epoch(keys[0]))  # Includes compiling in step form.
   times = [_time(lambda k=k: epoch(k)) for k in keys[1:]]
-  eval_times = [_time(lambda: programs.eval_pass(holder['state'],
-                                                 *programs.val_data))
+  eval_times = [_time(lambda: programs.validate(holder['state'], 0, 1))
                 for _ in range(3)]
   n_train, n_eval = len(dataset.train), len(dataset.validation)
   s_epoch = statistics.median(times)

@@ -110,32 +110,39 @@ def make_train_pass(train_step, batch_size, form, sharding=None, unroll=1):
 
 
 def make_eval_pass(eval_step, batch_size, form, sharding=None):
-  """Returns pass(state, images, labels) -> Metrics over every example."""
+  """Returns pass(state, images, labels, rng=None) -> Metrics over every
+  example, in data order. `eval_step(state, batch[, key])`; with `rng`, each
+  batch gets its own key split from it."""
   def body(state, images, labels, acc, xs):
-    idx, mask = xs
+    idx, mask, *key = xs
     return acc.merge(eval_step(state, _gather(images, labels, idx, mask,
-                                              sharding))), None
+                                              sharding), *key)), None
+
+  def plan(n, rng):
+    idx, mask = batch_plan(None, n, batch_size)
+    return ((idx, mask) if rng is None else
+            (idx, mask, jax.random.split(rng, idx.shape[0])))
 
   if form == 'scan':
     @jax.jit
-    def scan_pass(state, images, labels):
-      xs = batch_plan(None, images.shape[0], batch_size)
+    def scan_pass(state, images, labels, rng=None):
       acc, _ = jax.lax.scan(functools.partial(body, state, images, labels),
-                            metrics_lib.Metrics.empty(), xs)
+                            metrics_lib.Metrics.empty(),
+                            plan(images.shape[0], rng))
       return acc
     return scan_pass
 
   @functools.partial(jax.jit, static_argnums=(3,))
-  def one_step(state, images, labels, n, acc, i):
-    idx, mask = batch_plan(None, n, batch_size)
-    return body(state, images, labels, acc, (idx[i], mask[i]))[0], i + 1
+  def one_step(state, images, labels, n, acc, i, rng=None):
+    xs = jax.tree.map(lambda a: a[i], plan(n, rng))
+    return body(state, images, labels, acc, xs)[0], i + 1
 
   empty_accumulator = _accumulator_fn(sharding)
 
-  def step_pass(state, images, labels):
+  def step_pass(state, images, labels, rng=None):
     acc, i = empty_accumulator()
     n = images.shape[0]
     for _ in range(num_batches(n, batch_size)):
-      acc, i = one_step(state, images, labels, n, acc, i)
+      acc, i = one_step(state, images, labels, n, acc, i, rng)
     return acc
   return step_pass

@@ -206,7 +206,7 @@ def _train(config, dataset, mesh, runs, states):
         states, *programs.train_data, epoch_keys(seeds, seeds),
         jnp.ones(len(runs), bool)).compile()
     programs.eval_pass = programs.eval_pass.lower(
-        take(states, 0), *programs.val_data).compile()
+        take(states, 0), *programs.val_args(runs[0].seed, 1)).compile()
     what = f'{len(runs)} seeds together' if len(runs) > 1 else 'one seed'
     print(f'compiled {what} in '
           f'{time.perf_counter() - t0:.1f} s', flush=True)
@@ -219,7 +219,7 @@ def _train(config, dataset, mesh, runs, states):
       active = jnp.asarray([r.active for r in runs])
       rngs = epoch_keys(seeds, jnp.asarray([r.epoch + 1 for r in runs]))
       states, train_m = train_pass(states, *programs.train_data, rngs, active)
-      val = {i: programs.eval_pass(take(states, i), *programs.val_data)
+      val = {i: programs.validate(take(states, i), r.seed, r.epoch + 1)
              for i, r in enumerate(runs) if r.active}
       jax.block_until_ready(val)
       seconds = time.perf_counter() - t0

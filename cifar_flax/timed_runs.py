@@ -78,7 +78,7 @@ def timed_run(config, timed, seed):
   for epoch in range(1, config.num_epochs + 1):
     state, train_m = p.train_pass(state, *p.train_data,
                                   train._epoch_key(seed, epoch))  # pylint: disable=protected-access
-  val = p.eval_pass(state, *p.val_data).compute()
+  val = p.validate(state, seed, config.num_epochs).compute()
   test = timed.test_pass(state, *timed.test_data).compute()
   val, test = jax.device_get((val, test))
   seconds = time.perf_counter() - t0

@@ -122,9 +122,11 @@ def train_step(state, batch, rng, *, mean, aug_config, label_smoothing=0.0):
   return state, metrics_lib.batch_metrics(logits, labels, mask)
 
 
-def eval_step(state, batch, *, mean, aug_config):
-  """Metrics of a clean (centred, not augmented) batch."""
-  x = augment.preprocess(batch['image'], mean, aug_config)
+def eval_step(state, batch, rng=None, *, mean, aug_config):
+  """Metrics of a clean (centred, not augmented) batch; with `rng`, of the
+  batch augmented as in training (the paper's validation)."""
+  x = (augment.preprocess(batch['image'], mean, aug_config) if rng is None
+       else augment.augment_batch(rng, batch['image'], mean, aug_config))
   logits = state.apply_fn(_variables(state, state.params), x, train=False)
   return metrics_lib.batch_metrics(logits, batch['label'], batch['mask'])
 
@@ -184,6 +186,19 @@ class Programs:
     self.val_data = put(dataset.validation)
     self.form = form
     self.class_names = list(dataset.class_names)
+    self.augment_validation = config.augment_validation
+
+  def val_args(self, seed, epoch):
+    """The validation pass's arguments after the state: the data, and with
+    config.augment_validation the key of the seed's epoch (as a resumed run
+    draws it again)."""
+    if not self.augment_validation:
+      return self.val_data
+    return (*self.val_data, _validation_key(seed, epoch))
+
+  def validate(self, state, seed, epoch):
+    """Validation metrics of `state` after `epoch` (on device)."""
+    return self.eval_pass(state, *self.val_args(seed, epoch))
 
   def compile(self, state, rng):
     """Compiles the scanned passes ahead of time, both at once (XLA releases
@@ -197,7 +212,7 @@ class Programs:
       train_pass = pool.submit(lambda: self.train_pass.lower(
           state, *self.train_data, rng).compile())
       eval_pass = pool.submit(
-          lambda: self.eval_pass.lower(state, *self.val_data).compile())
+          lambda: self.eval_pass.lower(state, *self.val_args(0, 1)).compile())
       self.train_pass, self.eval_pass = train_pass.result(), eval_pass.result()
     return time.perf_counter() - t0
 
@@ -214,6 +229,12 @@ def checkpoint_meta(epoch, stopper, finished, programs, history):
 def _epoch_key(seed, epoch):
   """Per-epoch key: a resumed run draws the same order and augmentation."""
   return jax.random.fold_in(jax.random.key(seed), epoch)
+
+
+def _validation_key(seed, epoch):
+  """The key of an epoch's augmented validation pass, apart from its
+  training key."""
+  return jax.random.fold_in(_epoch_key(seed, epoch), 1)
 
 
 def _scalars(prefix, m):
@@ -497,7 +518,7 @@ def _train_epochs(config, workdir, programs, manager, writer, state, stopper,
     t0 = time.perf_counter()
     state, train_m = programs.train_pass(state, *programs.train_data,
                                          _epoch_key(config.seed, epoch))
-    val_m = programs.eval_pass(state, *programs.val_data)
+    val_m = programs.validate(state, config.seed, epoch)
     return state, train_m, val_m, params_finite(state.params), t0
 
   pending = launch(state, first_epoch)

@@ -112,6 +112,11 @@ def get_config():
   config.augment.translate_pixels = 0
 
   # --- Evaluation, checkpoints and logging -----------------------------------
+  # Validate on images augmented as in training (a new draw each epoch), as
+  # the paper's Keras generator did for its validation subset, so val_loss,
+  # early stopping and the best checkpoint are judged on augmented images.
+  # False (ours): clean validation images. The test set is always clean.
+  config.augment_validation = False
   # Batch size of validation and test passes (the last batch is padded and
   # masked, never dropped).
   config.eval_batch_size = 1000

@@ -5,6 +5,7 @@ import os
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from cifar_flax import multi_seed
 from cifar_flax import sweep
@@ -33,9 +34,11 @@ def test_keep_active_freezes_stopped_seeds():
   np.testing.assert_array_equal(out['w'][:, 0, 0], [1, 0, 1])
 
 
+@pytest.mark.parametrize('augment_validation', [False, True])
 def test_seeds_together_match_seeds_alone(tmp_path, fake_data_dir,
-                                          xla_cache_dir):
+                                          xla_cache_dir, augment_validation):
   config = tiny_row_config(fake_data_dir, xla_cache_dir)
+  config.augment_validation = augment_validation  # Keys per seed and epoch.
   seeds = (1, 2)  # On the fake data seed 1 stops early, seed 2 goes on.
   together = {s: str(tmp_path / 'together' / f'seed_{s}') for s in seeds}
   results = multi_seed.train_and_evaluate(config, together)

@@ -1,5 +1,6 @@
 """Training: one real step, both loop forms, early stopping, checkpoints, eval."""
 
+import functools
 import json
 import os
 
@@ -150,6 +151,50 @@ def test_train_and_evaluate_end_to_end(tmp_path, tiny_config):
   assert ev['checkpoint_epoch'] == best == restored.epoch
   assert restored.class_names[5] == 'fine5'
 
+
+def test_validation_can_be_augmented_as_the_paper_did(tmp_path, tiny_config,
+                                                      xla_cache_dir):
+  """config.augment_validation: the validation images are augmented as in
+  training (the paper's Keras generator), a new draw each epoch; training is
+  unchanged; zero ranges give the clean pass; both loop forms agree."""
+  ds = data.load_dataset(tiny_config)
+  state = _state(tiny_config)
+  images = jnp.asarray(ds.validation.images)
+  labels = jnp.asarray(ds.validation.labels)
+
+  def validate(aug_config, form, rng):
+    step = functools.partial(train.eval_step, mean=jnp.full(3, 0.5),
+                             aug_config=aug_config)
+    return loop.make_eval_pass(step, 16, form)(state, images, labels,
+                                               rng).compute()
+  key = jax.random.key(3)
+  clean = validate(tiny_config.augment, 'step', None)
+  scan, step = (validate(tiny_config.augment, f, key) for f in ('scan', 'step'))
+  for k in clean:
+    np.testing.assert_allclose(scan[k], step[k], rtol=1e-5)
+  assert step['loss'] != clean['loss']
+  no_change = tiny_config.augment
+  no_change.update(shear_range=0.0, zoom_range=0.0, width_shift_range=0.0,
+                   horizontal_flip=False)
+  identity = validate(no_change, 'step', key)
+  for k in clean:
+    np.testing.assert_allclose(identity[k], clean[k], rtol=1e-6)
+
+  tiny_config.augment.update(zoom_range=0.2, width_shift_range=0.1,
+                             horizontal_flip=True)
+  tiny_config.compilation_cache_dir = xla_cache_dir
+  tiny_config.loop = 'scan'  # Compiled ahead, with the validation key.
+  histories = {}
+  for augmented in (False, True):
+    tiny_config.augment_validation = augmented
+    workdir = str(tmp_path / f'augment_validation_{augmented}')
+    train.train_and_evaluate(tiny_config, workdir)
+    histories[augmented] = json.load(open(os.path.join(workdir,
+                                                       'history.json')))
+  for clean_row, augmented_row in zip(histories[False], histories[True]):
+    for k in ('train_loss', 'train_top1'):
+      assert clean_row[k] == augmented_row[k], k
+    assert clean_row['val_loss'] != augmented_row['val_loss']
 
 
 def test_launching_the_next_epoch_early_changes_nothing(
