@@ -200,6 +200,8 @@ def _read_tfds(label_type, data_dir):
   label_key = 'label' if label_type == 'fine' else 'coarse_label'
   splits = {}
   builder = tfds.builder('cifar100', data_dir=data_dir or None)
+  if not builder.is_prepared():
+    _download_tfds(builder)
   for split in ('train', 'test'):
     # Batched reads: batch_size=-1 crashes TensorFlow 2.21 under mock data.
     batches = list(tfds.as_numpy(tfds.load(
@@ -218,6 +220,29 @@ def _read_tfds(label_type, data_dir):
   train, fine, coarse = splits['train']
   return (train, splits['test'][0], class_names, _fine_to_coarse(fine, coarse),
           tuple(builder.info.features['coarse_label'].names))
+
+
+def _download_tfds(builder):
+  """Downloads and prepares tfds' cifar100. Offline, tfds would retry for
+  minutes and end in a traceback: one quick request to each download URL
+  first, and any failure becomes a DataError naming the directory and the
+  way around it (the official archive)."""
+  import requests  # pylint: disable=g-import-not-at-top
+  where = (f'tensorflow-datasets has no prepared cifar100 in '
+           f'{builder.data_dir!r}')
+  hint = ('Offline, use the official archive instead: --config.data_dir=PATH, '
+          f'where PATH holds {ARCHIVE_NAME}')
+  for url in builder.url_infos:
+    try:  # Any HTTP answer will do; only an unreachable host stops here.
+      requests.head(url, timeout=10, allow_redirects=True).close()
+    except requests.RequestException as e:
+      raise DataError(f'{where} and cannot download it: {url} is unreachable '
+                      f'({type(e).__name__}). {hint}') from e
+  try:
+    builder.download_and_prepare()
+  except Exception as e:  # pylint: disable=broad-except
+    raise DataError(f'{where}, and downloading and preparing it failed: '
+                    f'{type(e).__name__}: {e}. {hint}') from e
 
 
 def validation_split(split, fraction):

@@ -149,16 +149,77 @@ print('OK')
   assert 'OK' in out.stdout
 
 
-def test_tfds_source_with_mock_data(tiny_config):
+class _HttpAnswer:
+  """What requests.head returns, as far as the tfds source reads it."""
+
+  def close(self):
+    pass
+
+
+def test_tfds_source_with_mock_data(tiny_config, monkeypatch):
   tfds = pytest.importorskip('tensorflow_datasets')
+  requests = pytest.importorskip('requests')
   tiny_config.data_dir = ''
+  # The mock prepares nothing, so the source first checks that tfds' download
+  # URL answers: here without the network.
+  checked = []
+  monkeypatch.setattr(requests, 'head', lambda url, **kwargs: checked.append(
+      url) or _HttpAnswer())
   with tfds.testing.mock_data(num_examples=40):
     ds = data.load_dataset(tiny_config)
+  assert [url.rsplit('/', 1)[-1] for url in checked] == [
+      'cifar-100-binary.tar.gz']
   assert len(ds.train) + len(ds.validation) == 40
   assert len(ds.validation) == 8
   assert ds.train.images.shape[1:] == (32, 32, 3)
   assert ds.train.images.dtype == np.uint8
   assert ds.num_classes == 100
+
+
+def _tfds_without_cifar100(tiny_config, tmp_path, monkeypatch, head):
+  """tfds' real cifar100 builder on an empty tfds directory, with `head` in
+  place of requests.head and a download_and_prepare that records its call
+  and fails."""
+  tfds = pytest.importorskip('tensorflow_datasets')
+  requests = pytest.importorskip('requests')
+  tiny_config.data_dir = ''
+  tiny_config.tfds_data_dir = str(tmp_path / 'tfds')
+  monkeypatch.setattr(requests, 'head', head)
+  downloads = []
+
+  def download_and_prepare(self, *args, **kwargs):
+    downloads.append(self.data_dir)
+    raise RuntimeError('disk full')
+
+  monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare',
+                      download_and_prepare)
+  return requests, downloads
+
+
+def test_tfds_unreachable_download_fails_at_once_naming_the_way_out(
+    tiny_config, tmp_path, monkeypatch):
+  def unreachable(url, **kwargs):
+    raise requests.ConnectionError(f'cannot resolve the host of {url}')
+  requests, downloads = _tfds_without_cifar100(tiny_config, tmp_path,
+                                               monkeypatch, unreachable)
+  with pytest.raises(data.DataError) as e:
+    data.load_dataset(tiny_config)
+  message = str(e.value)
+  assert str(tmp_path / 'tfds') in message
+  assert 'cifar-100-binary.tar.gz is unreachable (ConnectionError)' in message
+  assert '--config.data_dir=PATH' in message
+  assert downloads == []  # tfds' minutes of retries never start.
+
+
+def test_tfds_failing_download_is_a_data_error(tiny_config, tmp_path,
+                                               monkeypatch):
+  _, downloads = _tfds_without_cifar100(tiny_config, tmp_path, monkeypatch,
+                                        lambda url, **kwargs: _HttpAnswer())
+  with pytest.raises(data.DataError,
+                     match='failed: RuntimeError: disk full') as e:
+    data.load_dataset(tiny_config)
+  assert str(tmp_path / 'tfds') in str(e.value)
+  assert len(downloads) == 1
 
 
 @pytest.mark.skipif(not os.path.exists(os.path.join(
