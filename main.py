@@ -40,10 +40,16 @@ def parse_flags(argv):
   try:
     return app.parse_flags_with_usage(argv)
   except (AttributeError, KeyError) as e:
-    field = str(e).strip('"\'')
+    # ml_collections' KeyError (wrapped in an AttributeError) reads
+    # "'field'", or "'field'\nDid you mean ...?" for a near miss.
+    while e.args and isinstance(e.args[0], BaseException):
+      e = e.args[0]
+    first, _, suggestion = str(e.args[0] if e.args else e).partition('\n')
+    field = first.strip('"\'')
     given = [a for a in argv if a.startswith('--config.') and field in a]
     sys.exit(f'FATAL Flags parsing error: {" ".join(given) or field}: the '
-             f'config has no field {field!r} (all fields: configs/default.py)')
+             f'config has no field {field!r} (all fields: configs/default.py)'
+             + (f'. {suggestion.strip()}' if suggestion else ''))
 
 
 def main(argv):

@@ -312,6 +312,20 @@ def test_unknown_field_or_wrong_type_fails_at_parsing(override, field,
   assert not os.path.exists(workdir)
 
 
+def test_near_miss_field_is_named_with_the_field_meant(tmp_path):
+  workdir = str(tmp_path / 'run')
+  proc = subprocess.run(
+      [sys.executable, 'main.py', '--config=configs/test.py',
+       f'--workdir={workdir}', '--config.augment.zoom_rang=0.1'],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0
+  assert proc.stderr.strip().splitlines()[-1] == (
+      "FATAL Flags parsing error: --config.augment.zoom_rang=0.1: the config "
+      "has no field 'zoom_rang' (all fields: configs/default.py). Did you mean "
+      '"zoom_range" instead of "zoom_rang"?')
+  assert not os.path.exists(workdir)
+
+
 @pytest.mark.parametrize('field, value', [
     ('batch_size', 1000),  # More than the 200 training images.
     ('patience', -1),
