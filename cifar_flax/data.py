@@ -3,6 +3,8 @@
 Both sources give the same thing: uint8 NHWC images, int32 labels and class
 names, split like the paper (the first `validation_fraction` of the training
 set validates, as Keras ImageDataGenerator(validation_split=...) does).
+tfds' examples are first put back in the order of the file tfds read
+(cifar-100-binary), since tfds shuffles them when it prepares the dataset.
 TensorFlow is imported only when tensorflow-datasets is the source.
 """
 
@@ -209,7 +211,8 @@ def _read_tfds(label_type, data_dir):
         batch_size=10_000, shuffle_files=False)))
     if not batches:
       raise DataError(f'tfds cifar100/{split}: no examples')
-    cat = lambda key: np.concatenate([b[key] for b in batches])
+    order = _file_order(np.concatenate([b['id'] for b in batches]), split)
+    cat = lambda key: np.concatenate([b[key] for b in batches])[order]
     images = cat('image').astype(np.uint8)
     labels = cat(label_key).astype(np.int32)
     fine, coarse = cat('label'), cat('coarse_label')
@@ -220,6 +223,26 @@ def _read_tfds(label_type, data_dir):
   train, fine, coarse = splits['train']
   return (train, splits['test'][0], class_names, _fine_to_coarse(fine, coarse),
           tuple(builder.info.features['coarse_label'].names))
+
+
+def _file_order(ids, split):
+  """The permutation that puts tfds' examples of `split` back in the order of
+  the file they came from. tfds shuffles a split when it prepares it; each
+  example keeps its index in the file as its id ('train_00042'). In file
+  order the first 20% of the training set validates, as in the paper."""
+  prefix = f'{split}_'
+  ids = [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+  bad = [i for i in ids
+         if not (i.startswith(prefix) and i[len(prefix):].isdigit())]
+  if bad:
+    raise DataError(f'tfds cifar100/{split}: example id {bad[0]!r} is not '
+                    f'{prefix!r} and an index, so the file order (and the '
+                    f"paper's validation split) is unknown")
+  index = np.array([int(i[len(prefix):]) for i in ids])
+  if not np.array_equal(np.sort(index), np.arange(len(index))):
+    raise DataError(f'tfds cifar100/{split}: the example ids are not the '
+                    f'indices 0-{len(index) - 1}, each once')
+  return np.argsort(index)
 
 
 def _download_tfds(builder):

@@ -156,24 +156,62 @@ class _HttpAnswer:
     pass
 
 
-def test_tfds_source_with_mock_data(tiny_config, monkeypatch):
-  tfds = pytest.importorskip('tensorflow_datasets')
+def _no_network_check(monkeypatch):
+  """The mock prepares nothing, so the tfds source first checks that tfds'
+  download URL answers: here without the network. Returns the URLs checked."""
   requests = pytest.importorskip('requests')
-  tiny_config.data_dir = ''
-  # The mock prepares nothing, so the source first checks that tfds' download
-  # URL answers: here without the network.
   checked = []
   monkeypatch.setattr(requests, 'head', lambda url, **kwargs: checked.append(
       url) or _HttpAnswer())
-  with tfds.testing.mock_data(num_examples=40):
+  return checked
+
+
+def test_tfds_source_restores_the_files_order(tiny_config, monkeypatch):
+  tfds = pytest.importorskip('tensorflow_datasets')
+  tf = pytest.importorskip('tensorflow')
+  checked = _no_network_check(monkeypatch)
+  tiny_config.data_dir = ''
+  sizes = {'train': 120, 'test': 12}
+
+  def as_dataset(self, split, *args, **kwargs):
+    """Example i of the file: id '<split>_0000i', pixels i, fine label
+    i % 100, coarse label that // 5; shuffled, as tfds stores them."""
+    split = str(split)
+    shuffled = np.random.default_rng(0).permutation(sizes[split])
+    return tf.data.Dataset.from_generator(
+        lambda: ({'id': f'{split}_{i:05d}',
+                  'image': np.full((32, 32, 3), i, np.uint8),
+                  'label': i % 100, 'coarse_label': i % 100 // 5}
+                 for i in shuffled),
+        output_types=self.info.features.dtype,
+        output_shapes=self.info.features.shape)
+
+  with tfds.testing.mock_data(as_dataset_fn=as_dataset):
     ds = data.load_dataset(tiny_config)
   assert [url.rsplit('/', 1)[-1] for url in checked] == [
       'cifar-100-binary.tar.gz']
-  assert len(ds.train) + len(ds.validation) == 40
-  assert len(ds.validation) == 8
+  # The file's first 20% validate, as with the archive.
+  assert ds.validation.labels.tolist() == list(range(24))
+  assert ds.train.labels.tolist() == [i % 100 for i in range(24, 120)]
+  assert ds.test.labels.tolist() == list(range(12))
+  np.testing.assert_array_equal(ds.train.images[:, 5, 7, 2],
+                                np.arange(24, 120))
   assert ds.train.images.shape[1:] == (32, 32, 3)
   assert ds.train.images.dtype == np.uint8
   assert ds.num_classes == 100
+  assert ds.fine_to_coarse.tolist() == [i // 5 for i in range(100)]
+
+
+def test_tfds_examples_without_file_indices_are_refused(tiny_config,
+                                                        monkeypatch):
+  tfds = pytest.importorskip('tensorflow_datasets')
+  _no_network_check(monkeypatch)
+  tiny_config.data_dir = ''
+  # tfds' own mock gives every example a random id.
+  with tfds.testing.mock_data(num_examples=40):
+    with pytest.raises(data.DataError, match=r"tfds cifar100/train: example "
+                       r"id '.*' is not 'train_' and an index"):
+      data.load_dataset(tiny_config)
 
 
 def _tfds_without_cifar100(tiny_config, tmp_path, monkeypatch, head):
