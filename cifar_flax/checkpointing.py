@@ -2,6 +2,7 @@
 loss) and the latest, each with the run's bookkeeping (epoch, early stopping)
 so a run can resume exactly."""
 
+import logging
 import os
 
 import jax
@@ -17,6 +18,17 @@ class NoCheckpointError(Exception):
   """The workdir holds no checkpoint to restore."""
 
 
+class _NoReadOnlyNotice(logging.Filter):
+  """Drops orbax's warning that a read-only manager's directory is read-only,
+  which every evaluation would print."""
+
+  def filter(self, record):
+    return not str(record.msg).startswith('Given directory is read only')
+
+
+logging.getLogger('absl').addFilter(_NoReadOnlyNotice())
+
+
 def _val_loss(metrics):
   return metrics[METRIC]
 
@@ -26,6 +38,7 @@ def create_manager(workdir, read_only=False):
   options = ocp.CheckpointManagerOptions(
       best_fn=_val_loss, best_mode='min', read_only=read_only,
       create=not read_only,
+      save_interval_steps=0 if read_only else 1,  # 1: orbax's default.
       # Deletes what a save killed midway left (<step>.orbax-checkpoint-tmp-*);
       # complete checkpoints are renamed into place, so they are never partial.
       cleanup_tmp_directories=not read_only,

@@ -110,7 +110,7 @@ def test_early_stopping_has_keras_semantics():
   assert not s.update(3, 1.5) and s.should_stop  # Equal is no improvement.
 
 
-def test_manager_keeps_best_and_latest(tmp_path, tiny_config):
+def test_manager_keeps_best_and_latest(tmp_path, tiny_config, caplog):
   state = _state(tiny_config)
   manager = checkpointing.create_manager(str(tmp_path))
   for step, loss in [(1, 0.5), (2, 0.3), (3, 0.4), (4, 0.6)]:
@@ -122,6 +122,12 @@ def test_manager_keeps_best_and_latest(tmp_path, tiny_config):
   assert meta == {'epoch': 2}
   jax.tree.map(np.testing.assert_array_equal, restored.params, state.params)
   manager.close()
+  # Evaluation opens it read-only, without orbax's warnings that it is.
+  with caplog.at_level('WARNING'):
+    reader = checkpointing.create_manager(str(tmp_path), read_only=True)
+    assert reader.best_step() == 2
+    reader.close()
+  assert not caplog.records, caplog.text
 
 
 def test_train_and_evaluate_end_to_end(tmp_path, tiny_config):
