@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from cifar_flax import checkpointing
+from cifar_flax import config_checks
 from cifar_flax import data as data_lib
 from cifar_flax import loop
 from cifar_flax import sharding
@@ -42,7 +43,13 @@ def load_best(config, workdir):
     step = checkpointing.best_step(manager, workdir)
     meta = checkpointing.restore_meta(manager, step)
     abstract = train.abstract_train_state(config, len(meta['class_names']))
-    state, meta = checkpointing.restore(manager, step, abstract)
+    try:
+      state, meta = checkpointing.restore(manager, step, abstract)
+    except ValueError as e:  # Another model or optimizer.
+      raise workdir_lib.checkpoint_mismatch(
+          workdir, config, step, e, 'use the config it was trained with '
+          f'(the run\'s fields are in {workdir_lib.CONFIG_FILE} there)',
+          config_checks.RESUMABLE_KEYS) from e
   finally:
     manager.close()
   return Restored(state=state, epoch=step,

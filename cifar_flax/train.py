@@ -413,10 +413,10 @@ def _resume(config, workdir, manager, state):
   try:
     state, meta = checkpointing.restore(manager, step, state)
   except ValueError as e:  # A changed model or optimizer.
-    raise workdir_lib.WorkdirError(
-        f'the checkpoint of epoch {step} in {workdir!r} does not fit this '
-        f'config ({str(e).splitlines()[0].rstrip(":")}): a run cannot change '
-        f'its model or optimizer; use another --workdir') from e
+    raise workdir_lib.checkpoint_mismatch(
+        workdir, config, step, e, 'a run cannot change its model or '
+        'optimizer; use another --workdir',
+        config_checks.RESUMABLE_KEYS) from e
   stopper = early_stopping_lib.EarlyStopping.from_state_dict(
       meta['early_stopping'])
   stopper.patience = config.patience  # Differs only if allow_config_change.

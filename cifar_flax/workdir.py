@@ -78,9 +78,7 @@ def prepare(workdir, config, ignore_keys=(), allow_change=False):
   old = read_json(path)
   if old == new:
     return []
-  differ = [] if old is None else sorted(
-      k for k in set(old) | set(new)
-      if k not in ignore_keys and old.get(k) != new.get(k))
+  differ = _differing(old, new, ignore_keys)
   if differ and not allow_change:
     raise WorkdirError(
         f'workdir {workdir!r} holds a run with a different config (fields '
@@ -89,6 +87,26 @@ def prepare(workdir, config, ignore_keys=(), allow_change=False):
   if not differ:
     write_json(path, new)
   return differ
+
+
+def _differing(old, new, ignore_keys):
+  """The fields, outside `ignore_keys`, of config dicts `old` (None: no
+  config.json, so none) and `new` whose values differ."""
+  if old is None:
+    return []
+  return sorted(k for k in set(old) | set(new)
+                if k not in ignore_keys and old.get(k) != new.get(k))
+
+
+def checkpoint_mismatch(workdir, config, step, error, advice, ignore_keys=()):
+  """The WorkdirError for a checkpoint that `config`'s state cannot take
+  (orbax's `error`): names the fields that differ from the run's config."""
+  differ = _differing(read_json(os.path.join(workdir, CONFIG_FILE)),
+                      config_to_dict(config), ignore_keys)
+  why = (f'its {CONFIG_FILE} differs in {", ".join(differ)}' if differ else
+         str(error).splitlines()[0][:200].rstrip(':'))
+  return WorkdirError(f'the checkpoint of epoch {step} in {workdir!r} does not '
+                      f'fit this config ({why}): {advice}')
 
 
 def record_config_change(workdir, config, fields):

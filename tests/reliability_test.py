@@ -250,7 +250,15 @@ def test_allowed_change_that_the_checkpoint_cannot_take_is_refused(
   assert cli.run(tiny_config, workdir, 'train') == 1
   err = capsys.readouterr().err
   assert err.startswith(f'error: the checkpoint of epoch {NUM_EPOCHS} in '
-                        f'{workdir!r} does not fit this config')
+                        f'{workdir!r} does not fit this config (its '
+                        f'config.json differs in model)')
+  # Evaluating or predicting with it names the field too, without a traceback.
+  for mode, images in (('eval', ()), ('predict', ('any.png',))):
+    assert cli.run(tiny_config, workdir, mode, images) == 1
+    err = capsys.readouterr().err
+    assert err.startswith('error: the checkpoint of epoch ') and (
+        'does not fit this config (its config.json differs in model): use '
+        'the config it was trained with') in err, err
   assert _snapshot(workdir) == saved  # Nothing recorded, nothing changed.
 
 
