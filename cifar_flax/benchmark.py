@@ -1,6 +1,8 @@
 """Speed of a config's training and evaluation programs on synthetic data.
 
   python main.py --config=configs/final.py --mode=benchmark --workdir=runs/bench
+  python -m cifar_flax.benchmark --config=configs/final.py  # The same, into
+                                                            # runs/benchmark.
 
 Reports compile time, steady-state training images/s and s/epoch, evaluation
 images/s, and (optionally) the same epoch as a plain per-step jit loop; as a
@@ -125,3 +127,16 @@ def format_table(result):
                  f"{r['step_ms']:8.2f} {r['train_images_per_sec']:11.0f} "
                  f"{r['eval_images_per_sec']:10.0f}")
   return '\n'.join(lines)
+
+
+if __name__ == '__main__':
+  # From the repository root, as main.py with --mode=benchmark (its flags, its
+  # one-line errors) and --workdir=runs/benchmark unless given.
+  import sys  # pylint: disable=g-import-not-at-top
+  from absl import app  # pylint: disable=g-import-not-at-top
+  import main  # pylint: disable=g-import-not-at-top
+  args = [a for a in sys.argv[1:] if not a.startswith('--mode')]
+  if not any(a.startswith('--workdir') for a in args):
+    args.append('--workdir=runs/benchmark')
+  sys.argv = ['main.py', '--mode=benchmark'] + args
+  app.run(main.main, flags_parser=main.parse_flags)

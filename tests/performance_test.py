@@ -94,11 +94,12 @@ def test_benchmark_reports_every_number(tmp_path, tiny_config):
 
 def test_config_xla_flags_reach_xla(tmp_path):
   """--config.xla_flags is in force when JAX starts its backend: here it
-  makes the CPU show two devices, which the benchmark then uses."""
+  makes the CPU show two devices, which the benchmark then uses. Run as
+  `python -m cifar_flax.benchmark`, main.py's --mode=benchmark."""
   env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='')
   out = subprocess.run(
-      [sys.executable, 'main.py', '--config=configs/test.py',
-       '--mode=benchmark', f'--workdir={tmp_path}',
+      [sys.executable, '-m', 'cifar_flax.benchmark', '--config=configs/test.py',
+       f'--workdir={tmp_path}',
        '--config.xla_flags=--xla_force_host_platform_device_count=2',
        '--config.benchmark.compare_step_loop=False',
        '--config.benchmark.epochs=1'],
