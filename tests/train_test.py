@@ -140,7 +140,15 @@ def test_train_and_evaluate_end_to_end(tmp_path, tiny_config):
     assert all(np.isfinite(h[key]) for h in history), key
   config = json.load(open(os.path.join(workdir, 'config.json')))
   assert config['batch_size'] == 8 and config['augment']['zoom_range'] == 0.2
-  assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir))
+  # TensorBoard reads the history's scalars, one point per epoch.
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  events = event_accumulator.EventAccumulator(workdir)
+  events.Reload()
+  for key in ('train_loss', 'val_top1', 'epoch_seconds'):
+    np.testing.assert_allclose([e.value for e in events.Scalars(key)],
+                               [h[key] for h in history], rtol=1e-6)
+  # At the step that ends each epoch: 200 training images, batches of 8.
+  assert [e.step for e in events.Scalars('val_loss')] == [25, 50]
   ev = json.load(open(os.path.join(workdir, 'eval.json')))
   assert ev == result and ev['num_examples'] == 120
   assert 0 <= ev['test_top1'] <= ev['test_top5'] <= 1
