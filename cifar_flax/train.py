@@ -46,21 +46,21 @@ class TrainState(train_state.TrainState):
 
 
 def create_optimizer(config, steps_per_epoch=None):
-  """optax Adam or RMSProp with Keras' hyperparameters (see configs/default),
-  or a scheduled optimizer of cifar_flax/optimizers.py, which needs the
-  number of steps per epoch."""
+  """Adam or RMSProp as Keras computes them, with Keras' hyperparameters (see
+  configs/default), or a scheduled optimizer of cifar_flax/optimizers.py,
+  which needs the number of steps per epoch."""
   if config.optimizer in optimizers.OPTIMIZERS:
     if steps_per_epoch is None:
       raise ValueError(f'config.optimizer={config.optimizer!r} needs '
                        f'steps_per_epoch for its schedule')
     return optimizers.create(config, steps_per_epoch)
-  lr = config.learning_rate
   if config.optimizer == 'adam':
-    return optax.adam(lr, b1=config.adam_b1, b2=config.adam_b2,
-                      eps=config.epsilon)
+    return optimizers.adam(config)
   if config.optimizer == 'rmsprop':
-    # Keras RMSprop: lr * g / sqrt(ms + eps), no momentum, no centering.
-    return optax.rmsprop(lr, decay=config.rmsprop_decay, eps=config.epsilon)
+    # Keras RMSprop (tf.keras 2 and Keras 3): lr * g / sqrt(ms + eps), no
+    # momentum, no centering. Standalone Keras 2 added eps to sqrt(ms).
+    return optax.rmsprop(config.learning_rate, decay=config.rmsprop_decay,
+                         eps=config.epsilon)
   raise ValueError(f'config.optimizer={config.optimizer!r}: expected '
                    f"'adam', 'rmsprop' or one of {optimizers.OPTIMIZERS}")
 

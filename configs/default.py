@@ -72,6 +72,11 @@ def get_config():
   config.rmsprop_decay = 0.9
   # Keras' epsilon is 1e-7 (optax defaults to 1e-8).
   config.epsilon = 1e-7
+  # True: Adam as Keras computes it, epsilon added to sqrt(v) before the bias
+  # correction (cifar_flax/optimizers.py). False: optax.adam, epsilon added
+  # after it, a slightly smaller epsilon in the first ~1000 steps; the GPU
+  # runs of leases a-c (README) used this.
+  config.adam_keras_epsilon = True
   # 'sgd' only: momentum (0 = none), Nesterov or not, weight decay on conv and
   # dense kernels (added to the gradient, as PyTorch's SGD does), and a linear
   # warm-up from 0 over `warmup_epochs` followed by `lr_schedule` ('constant',

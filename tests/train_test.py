@@ -59,13 +59,42 @@ def test_masked_examples_do_not_count(tiny_config):
     np.testing.assert_allclose(a[k], b[k], rtol=1e-6)
 
 
-def test_optimizers_use_keras_epsilon(tiny_config):
-  for name in ('adam', 'rmsprop'):
-    tiny_config.optimizer = name
+@pytest.mark.parametrize('name', ['adam', 'rmsprop'])
+def test_optimizers_step_as_keras_does(tiny_config, name):
+  """30 steps of our Adam / RMSprop against Keras' own (Keras 3, TensorFlow
+  backend) on gradients from 1e-7 to 1, where epsilon's place shows."""
+  keras = pytest.importorskip('keras')
+  import optax  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  grads = (rng.normal(size=(30, 5)) *
+           np.array([1e-7, 1e-6, 1e-4, 1e-2, 1.0])).astype(np.float32)
+  w0 = rng.normal(size=5).astype(np.float32)
+  tiny_config.optimizer, tiny_config.learning_rate = name, 1e-3
+
+  def ours():
     tx = train.create_optimizer(tiny_config)
-    g = {'w': jnp.array([1e-4])}
-    u, _ = tx.update(g, tx.init(g))
-    assert np.isfinite(u['w']).all()
+    params = {'w': jnp.asarray(w0)}
+    state = tx.init(params)
+    for g in grads:
+      updates, state = tx.update({'w': jnp.asarray(g)}, state, params)
+      params = optax.apply_updates(params, updates)
+    return np.asarray(params['w'])
+
+  kopt = (keras.optimizers.Adam(learning_rate=1e-3, epsilon=1e-7)
+          if name == 'adam' else
+          keras.optimizers.RMSprop(learning_rate=1e-3, rho=0.9, epsilon=1e-7))
+  var = keras.Variable(w0)
+  for g in grads:
+    kopt.apply_gradients([(keras.ops.convert_to_tensor(g), var)])
+  theirs = np.asarray(var.numpy())
+  assert np.abs(theirs - w0).max() > 1e-3  # The steps moved the weights.
+  np.testing.assert_allclose(ours(), theirs, rtol=0, atol=1e-7)
+  if name == 'adam':  # optax.adam's epsilon (leases a-c) is not Keras'.
+    tiny_config.adam_keras_epsilon = False
+    assert np.abs(ours() - theirs).max() > 1e-3
+
+
+def test_unknown_optimizer_is_refused(tiny_config):
   tiny_config.optimizer = 'adagrad'
   with pytest.raises(ValueError, match='adagrad'):
     train.create_optimizer(tiny_config)
