@@ -19,10 +19,11 @@ from cifar_flax import train
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _flatten(d, prefix=''):
+def flatten(d, prefix=''):
+  """(dotted name, value) of every leaf of a nested dict or ConfigDict."""
   for k, v in d.items():
     if hasattr(v, 'items'):
-      yield from _flatten(v, f'{prefix}{k}.')
+      yield from flatten(v, f'{prefix}{k}.')
     else:
       yield f'{prefix}{k}', v
 
@@ -47,7 +48,7 @@ def row_config(sweep_config, name):
         f'row {name!r} is not one of {list(sweep_config.row_names)}')
   path = sweep_config.rows[name].config
   config = load_config_file(path)
-  overrides = dict(_flatten(sweep_config.overrides))
+  overrides = dict(flatten(sweep_config.overrides))
   if sweep_config.data_dir:
     overrides['data_dir'] = sweep_config.data_dir
   for key, value in overrides.items():

@@ -4,7 +4,8 @@ Reads only finished seeds' workdirs (eval.json, history.json); a row with
 none reads 'not yet measured', never a guess; one whose every seed diverged
 reads 'diverged'; one missing some of the sweep's seeds says how many are
 not yet run. Wall time is the sum of the seed's epoch times (seeds trained
-together share each epoch's time).
+together share each epoch's time). Seeds that ran a config other than their
+row's as it is now (their config.json) are named under the table.
 """
 
 import csv
@@ -14,6 +15,7 @@ import shutil
 
 import numpy as np
 
+from cifar_flax import config_checks
 from cifar_flax import multi_seed
 from cifar_flax import workdir as workdir_lib
 
@@ -45,6 +47,42 @@ def seed_result(workdir):
           'val_top1': [h['val_top1'] for h in history]}
 
 
+def config_drift(sweep_config, name, workdir, seeds):
+  """{seed: ((field, value it ran, value now), ...)} for the finished `seeds`
+  whose config.json differs from what row `name` runs now, outside fields
+  that may change between attempts of a run (e.g. data_dir); nested fields
+  dotted, a field missing from config.json None. Seeds without a
+  config.json are left out."""
+  from cifar_flax import sweep  # pylint: disable=g-import-not-at-top
+  row = sweep.row_config(sweep_config, name)
+  drift = {}
+  for seed in seeds:
+    ran = workdir_lib.read_json(os.path.join(
+        sweep.seed_workdir(workdir, name, seed), workdir_lib.CONFIG_FILE))
+    if ran is None:
+      continue
+    ran = dict(sweep.flatten(ran))
+    now = dict(sweep.flatten(workdir_lib.config_to_dict(
+        multi_seed.seed_config(row, seed))))
+    fields = workdir_lib.differing(ran, now, config_checks.RESUMABLE_KEYS)
+    if fields:
+      drift[seed] = tuple((f, ran.get(f), now.get(f)) for f in fields)
+  return drift
+
+
+def _drift_text(drift):
+  """'seeds 0, 1: a (absent, now True); seed 2: ...': seeds grouped by what
+  differs."""
+  groups = {}
+  for seed, fields in sorted(drift.items()):
+    groups.setdefault(fields, []).append(str(seed))
+  describe = lambda f, ran, now: (
+      f'{f} ({"absent" if ran is None else repr(ran)}, now {now!r})')
+  return '; '.join(f'seed{"s" if len(seeds) > 1 else ""} {", ".join(seeds)}: '
+                   + ', '.join(describe(*field) for field in fields)
+                   for fields, seeds in groups.items())
+
+
 def collect(sweep_config, workdir):
   """One dict per row of row_names: paper figure, per-seed results, stats."""
   from cifar_flax import sweep  # pylint: disable=g-import-not-at-top
@@ -62,7 +100,9 @@ def collect(sweep_config, workdir):
            'devices': sorted({r['device'] for r in done.values()}),
            'dates': sorted({r['date'] for r in done.values()}),
            'not_run': sorted(s for s, r in seeds.items() if r is None),
-           'curves': {s: r['val_top1'] for s, r in done.items()}}
+           'curves': {s: r['val_top1'] for s, r in done.items()},
+           'config_drift': config_drift(sweep_config, name, workdir,
+                                        sorted(done))}
     row['status'] = _status(row)
     for key, scale in STATS:
       values = np.array([r[key] for r in done.values()], float) * scale
@@ -130,6 +170,14 @@ def markdown(rows, sweep_config):
     lines.append(head + f'{seeds} | ' + ' | '.join(
         _mean_std(r[key], 2 if scale > 1 else 1) for key, scale in STATS)
                  + ' |')
+  drifted = [r for r in rows if r['config_drift']]
+  if drifted:
+    lines += ['', 'Seeds that ran a config other than their row\'s as it is '
+              'now: the fields that differ, with the value each seed ran '
+              '(its `config.json`; "absent": the field did not exist yet) '
+              'and the value now.', '']
+    lines += [f'- {r["label"]}: {_drift_text(r["config_drift"])}'
+              for r in drifted]
   return '\n'.join(lines) + '\n'
 
 
@@ -137,7 +185,7 @@ def write_csv(rows, path):
   fields = (['row', 'label', 'config', 'paper_test_top1', 'paper_note',
              'n_seeds', 'seeds', 'diverged'] +
             [f'{k}_{s}' for k, _ in STATS for s in ('mean', 'std')] +
-            ['devices', 'dates', 'status'])
+            ['devices', 'dates', 'status', 'config_drift'])
   with open(path, 'w', newline='') as f:
     w = csv.DictWriter(f, fields)
     w.writeheader()
@@ -148,7 +196,8 @@ def write_csv(rows, path):
                  seeds=' '.join(map(str, r['seeds'])),
                  diverged=' '.join(map(str, r['diverged'])),
                  devices='; '.join(r['devices']), dates=' '.join(r['dates']),
-                 status=r['status'])
+                 status=r['status'],
+                 config_drift=_drift_text(r['config_drift']))
       for key, _ in STATS:
         mean, std = r[key]
         out[f'{key}_mean'] = '' if mean is None else f'{mean:.6g}'

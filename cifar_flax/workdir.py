@@ -78,7 +78,7 @@ def prepare(workdir, config, ignore_keys=(), allow_change=False):
   old = read_json(path)
   if old == new:
     return []
-  differ = _differing(old, new, ignore_keys)
+  differ = differing(old, new, ignore_keys)
   if differ and not allow_change:
     raise WorkdirError(
         f'workdir {workdir!r} holds a run with a different config (fields '
@@ -89,7 +89,7 @@ def prepare(workdir, config, ignore_keys=(), allow_change=False):
   return differ
 
 
-def _differing(old, new, ignore_keys):
+def differing(old, new, ignore_keys=()):
   """The fields, outside `ignore_keys`, of config dicts `old` (None: no
   config.json, so none) and `new` whose values differ."""
   if old is None:
@@ -101,7 +101,7 @@ def _differing(old, new, ignore_keys):
 def checkpoint_mismatch(workdir, config, step, error, advice, ignore_keys=()):
   """The WorkdirError for a checkpoint that `config`'s state cannot take
   (orbax's `error`): names the fields that differ from the run's config."""
-  differ = _differing(read_json(os.path.join(workdir, CONFIG_FILE)),
+  differ = differing(read_json(os.path.join(workdir, CONFIG_FILE)),
                       config_to_dict(config), ignore_keys)
   why = (f'its {CONFIG_FILE} differs in {", ".join(differ)}' if differ else
          str(error).splitlines()[0][:200].rstrip(':'))

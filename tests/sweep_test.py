@@ -46,6 +46,9 @@ def test_sweep_end_to_end_skips_and_resumes(tmp_path, fake_data_dir,
   with open(os.path.join(out, 'paper_table.csv')) as f:
     table = {r['row']: r for r in csv.DictReader(f)}
   assert list(table) == list(config.row_names)
+  # Every seed ran its row's config as it is now: no drift to name.
+  assert 'ran a config other' not in md
+  assert {r['config_drift'] for r in table.values()} == {''}
   for name in config.row_names:
     row = table[name]
     assert row['paper_test_top1'] == config.rows[name].paper_test_top1
@@ -147,6 +150,12 @@ def test_table_names_partial_and_diverged_rows(tmp_path):
   assert '| 1 (2 not yet run) | 64.09 |' in md
   assert '| 0 (3 diverged) | diverged |' in md
   assert md.count('| not yet measured |') == len(paper_table.ROWS) - 3
+  # Lease c's seeds ran before these fields existed: the table says so.
+  drift = ('adam_keras_epsilon (absent, now True), augment_validation '
+           '(absent, now False)')
+  assert f'- 5-layer baseline (cnn5): seeds 0, 1, 2: {drift}' in md
+  assert f'- Adam, lr 1e-4 (final): seed 0: {drift}' in md
+  assert table['cnn5']['config_drift'] == f'seeds 0, 1, 2: {drift}'
 
 
 def test_committed_table_lists_every_row():
