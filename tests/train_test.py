@@ -187,12 +187,27 @@ def test_train_and_evaluate_end_to_end(tmp_path, tiny_config):
   logits = train.predict_logits(restored.state, ds.test.images, restored.mean,
                                 tiny_config.augment)
   top1 = np.mean(np.argmax(logits, -1) == ds.test.labels)
+  top5 = np.mean((np.argsort(-np.asarray(logits), -1)[:, :5] ==
+                  ds.test.labels[:, None]).any(-1))
   loss = np.mean(metrics_lib.cross_entropy(logits, ds.test.labels))
   np.testing.assert_allclose(ev['test_top1'], top1, rtol=1e-6)
+  np.testing.assert_allclose(ev['test_top5'], top5, rtol=1e-6)
   np.testing.assert_allclose(ev['test_loss'], loss, rtol=1e-4)
   best = min(history, key=lambda h: h['val_loss'])['epoch']
   assert ev['checkpoint_epoch'] == best == restored.epoch
   assert restored.class_names[5] == 'fine5'
+  # The best checkpoint holds the best epoch's weights: their clean
+  # validation loss is the one history.json recorded for that epoch. Its
+  # centering mean is the training split's, not train + validation's.
+  np.testing.assert_allclose(restored.mean,
+                             data.channel_mean(ds.train.images), rtol=1e-6)
+  val_logits = train.predict_logits(restored.state, ds.validation.images,
+                                    restored.mean, tiny_config.augment)
+  np.testing.assert_allclose(
+      np.mean(metrics_lib.cross_entropy(val_logits, ds.validation.labels)),
+      history[best - 1]['val_loss'], rtol=1e-4)
+  assert not np.allclose(data.channel_mean(ds.train.images), data.channel_mean(
+      np.concatenate([ds.train.images, ds.validation.images])), rtol=1e-6)
 
 
 def test_validation_can_be_augmented_as_the_paper_did(tmp_path, tiny_config,
