@@ -48,6 +48,29 @@ def test_one_training_step_is_finite_and_learns(tiny_config):
   assert m.compute()['loss'] < 0.5 * (np.log(100))
 
 
+@pytest.mark.parametrize('label_smoothing', [0.0, 0.2])
+def test_masked_examples_do_not_train(tiny_config, label_smoothing):
+  """One step on 6 examples equals the step on them padded to 8 with masked
+  junk (no dropout, identity augmentation: the same forward pass)."""
+  tiny_config.conv_dropout, tiny_config.dense_dropout = (0.0, 0.0, 0.0), 0.0
+  for field in ('shear_range', 'zoom_range', 'width_shift_range'):
+    tiny_config.augment[field] = 0.0
+  tiny_config.augment.horizontal_flip = False
+  state = _state(tiny_config)
+  step = jax.jit(lambda b: train.train_step(
+      state, b, jax.random.key(1), mean=jnp.full(3, 0.5),
+      aug_config=tiny_config.augment, label_smoothing=label_smoothing)[0])
+  full, junk = _batch(6), _batch(2, seed=1)
+  padded = {k: jnp.concatenate([full[k], junk[k]]) for k in full}
+  padded['mask'] = padded['mask'].at[6:].set(0.0)
+  a, b = step(full), step(padded)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-7),
+               a.params, b.params)
+  unmasked = step(dict(padded, mask=jnp.ones(8)))  # The junk would count.
+  assert not np.allclose(unmasked.params['Dense_1']['kernel'],
+                         a.params['Dense_1']['kernel'], atol=1e-7)
+
+
 def test_masked_examples_do_not_count(tiny_config):
   state = _state(tiny_config)
   step = lambda b: train.eval_step(state, b, mean=jnp.zeros(3),
