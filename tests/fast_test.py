@@ -130,6 +130,13 @@ def test_sgd_needs_steps_and_decays_only_kernels():
   updates, _ = tx.update(zeros, tx.init(params), params)
   np.testing.assert_allclose(updates['kernel'], -0.05)  # -lr * wd * w.
   np.testing.assert_array_equal(updates['bias'], 0.0)
+  # Nesterov momentum 0.9 on a gradient of 1: the first step is
+  # -lr * (g + 0.9 * g) = -0.19 (plain momentum: -0.1).
+  config.momentum, config.weight_decay = 0.9, 0.0
+  tx = train.create_optimizer(config, steps_per_epoch=3)
+  ones = jax.tree.map(jnp.ones_like, params)
+  updates, _ = tx.update(ones, tx.init(params), params)
+  np.testing.assert_allclose(updates['kernel'], -0.19, rtol=1e-6)
 
 
 def test_translate_shifts_by_whole_pixels_with_reflection():

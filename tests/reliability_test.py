@@ -162,6 +162,17 @@ def test_same_config_and_seed_give_identical_runs(reference, run_flags,
   assert _latest_meta(str(tmp_path)) == _latest_meta(reference)
 
 
+def test_first_ctrl_c_asks_for_a_stop_and_the_second_stops_at_once():
+  from cifar_flax import train  # pylint: disable=g-import-not-at-top
+  before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+  with train._StopSignal() as stop:  # pylint: disable=protected-access
+    os.kill(os.getpid(), signal.SIGINT)
+    assert stop.received == 'SIGINT'  # Noted; the epoch goes on.
+    with pytest.raises(KeyboardInterrupt):
+      os.kill(os.getpid(), signal.SIGINT)
+  assert {s: signal.getsignal(s) for s in before} == before
+
+
 def test_sigterm_then_sigkill_then_rerun_ends_like_uninterrupted(
     reference, run_flags, tmp_path):
   workdir = str(tmp_path)

@@ -144,6 +144,15 @@ def test_load_image_reads_every_mode(tmp_path):
   np.testing.assert_array_equal(gray[..., 0], gray[..., 2])
   photo, _ = predict.load_image(paths['rgba.png'])
   assert np.asarray(photo)[:, :10].min() == 255  # Transparent -> white.
+  # The centre square is kept, not the whole photo squashed: a 96x32 photo
+  # with a red, a random and a blue band gives exactly its random band.
+  middle = np.random.default_rng(0).integers(0, 256, (32, 32, 3), np.uint8)
+  bands = [np.full((32, 32, 3), (255, 0, 0), np.uint8), middle,
+           np.full((32, 32, 3), (0, 0, 255), np.uint8)]
+  for axis, name in ((1, 'wide.png'), (0, 'tall.png')):
+    Image.fromarray(np.concatenate(bands, axis)).save(tmp_path / name)
+    np.testing.assert_array_equal(
+        predict.load_image(str(tmp_path / name))[1], middle)
   wide16 = Image.fromarray(np.full((8, 8), 65535, np.uint16))
   wide16.save(tmp_path / 'deep.png')
   _, deep = predict.load_image(str(tmp_path / 'deep.png'))
