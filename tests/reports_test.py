@@ -90,6 +90,20 @@ def test_classification_report_names_every_class(report_dir):
   assert [r[0] for r in rows[-2:]] == ['macro avg', 'weighted avg']
   for r in per_class:
     assert all(0 <= float(v) <= 1 for v in r[1:4])
+  # Rows of the confusion matrix are true classes: support is a row's sum,
+  # recall its diagonal share, precision the column's (labels and
+  # predictions not swapped).
+  cm = np.array([[int(v) for v in r[1:]] for r in _read_csv(
+      os.path.join(report_dir, 'confusion_fine.csv'))[1:]])
+  diag = np.diag(cm)
+  for i, r in enumerate(per_class):
+    assert int(r[4]) == cm[i].sum(), r
+    if cm[i].sum():
+      np.testing.assert_allclose(float(r[2]), diag[i] / cm[i].sum(),
+                                 atol=1e-4)
+    if cm[:, i].sum():
+      np.testing.assert_allclose(float(r[1]), diag[i] / cm[:, i].sum(),
+                                 atol=1e-4)
   md = open(os.path.join(report_dir, 'classification_report.md')).read()
   assert 'The 10 worst classes (by F1)' in md and 'The 10 best classes' in md
   assert md.count('| fine') == 100 + 10 + 10

@@ -63,6 +63,16 @@ def test_sweep_end_to_end_skips_and_resumes(tmp_path, fake_data_dir,
                                rtol=1e-4)
     np.testing.assert_allclose(float(row['test_top1_std'] or 0),
                                np.std(top1, ddof=1), rtol=1e-4, atol=1e-9)
+    histories = [_read(os.path.join(workdir, name, f'seed_{s}',
+                                    'history.json')) for s in config.seeds]
+    for column, values in (
+        ('test_top5', [100 * e['test_top5'] for e in evals]),
+        ('best_epoch', [e['checkpoint_epoch'] for e in evals]),
+        ('stop_epoch', [h[-1]['epoch'] for h in histories]),
+        ('train_minutes', [sum(r['epoch_seconds'] for r in h) / 60
+                           for h in histories])):
+      np.testing.assert_allclose(float(row[f'{column}_mean']),
+                                 np.mean(values), rtol=1e-4, err_msg=column)
     assert f'| {config.rows[name].label} |' in md
   assert md.count('not yet measured') == (len(config.row_names)
                                           - len(config.train_rows))

@@ -260,6 +260,14 @@ def test_validation_can_be_augmented_as_the_paper_did(tmp_path, tiny_config,
   identity = validate(no_change, 'step', key)
   for k in clean:
     np.testing.assert_allclose(identity[k], clean[k], rtol=1e-6)
+  # A new draw each epoch, apart from the epoch's training key.
+  epoch1, epoch2 = (validate(tiny_config.augment, 'step',
+                             train._validation_key(0, e))  # pylint: disable=protected-access
+                    for e in (1, 2))
+  assert epoch1['loss'] != epoch2['loss']
+  assert not np.array_equal(
+      jax.random.key_data(train._validation_key(0, 1)),  # pylint: disable=protected-access
+      jax.random.key_data(train._epoch_key(0, 1)))  # pylint: disable=protected-access
 
   tiny_config.compilation_cache_dir = xla_cache_dir
   tiny_config.loop = 'scan'  # Compiled ahead, with the validation key.
