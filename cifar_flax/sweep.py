@@ -15,17 +15,9 @@ from cifar_flax import config_checks
 from cifar_flax import multi_seed
 from cifar_flax import sweep_table
 from cifar_flax import train
+from cifar_flax import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def flatten(d, prefix=''):
-  """(dotted name, value) of every leaf of a nested dict or ConfigDict."""
-  for k, v in d.items():
-    if hasattr(v, 'items'):
-      yield from flatten(v, f'{prefix}{k}.')
-    else:
-      yield f'{prefix}{k}', v
 
 
 def load_config_file(path):
@@ -48,7 +40,7 @@ def row_config(sweep_config, name):
         f'row {name!r} is not one of {list(sweep_config.row_names)}')
   path = sweep_config.rows[name].config
   config = load_config_file(path)
-  overrides = dict(flatten(sweep_config.overrides))
+  overrides = dict(workdir_lib.flatten(sweep_config.overrides))
   if sweep_config.data_dir:
     overrides['data_dir'] = sweep_config.data_dir
   for key, value in overrides.items():

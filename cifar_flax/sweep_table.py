@@ -61,8 +61,8 @@ def config_drift(sweep_config, name, workdir, seeds):
         sweep.seed_workdir(workdir, name, seed), workdir_lib.CONFIG_FILE))
     if ran is None:
       continue
-    ran = dict(sweep.flatten(ran))
-    now = dict(sweep.flatten(workdir_lib.config_to_dict(
+    ran = dict(workdir_lib.flatten(ran))
+    now = dict(workdir_lib.flatten(workdir_lib.config_to_dict(
         multi_seed.seed_config(row, seed))))
     fields = workdir_lib.differing(ran, now, config_checks.RESUMABLE_KEYS)
     if fields:

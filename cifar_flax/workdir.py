@@ -58,6 +58,15 @@ def config_to_dict(config):
   return json.loads(config.to_json_best_effort())
 
 
+def flatten(d, prefix=''):
+  """(dotted name, value) of every leaf of a nested dict or ConfigDict."""
+  for k, v in d.items():
+    if hasattr(v, 'items'):
+      yield from flatten(v, f'{prefix}{k}.')
+    else:
+      yield f'{prefix}{k}', v
+
+
 def prepare(workdir, config, ignore_keys=(), allow_change=False):
   """Creates the workdir, checks it is writable and holds no other run.
 

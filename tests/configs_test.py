@@ -4,12 +4,13 @@ its experiment changes."""
 import pytest
 
 from cifar_flax import sweep
+from cifar_flax import workdir as workdir_lib
 from configs import default
 from configs import paper_table
 
 
 def _flat(config):
-  return dict(sweep.flatten(config.to_dict()))
+  return dict(workdir_lib.flatten(config.to_dict()))
 
 
 def test_final_config_is_the_papers_recipe():
