@@ -31,18 +31,49 @@ class Restored:
   class_names: tuple
 
 
+# Fields that change what a trained model computes on a test image (the rest
+# only shape training, or cannot differ once the checkpoint restores).
+EVAL_FIELDS = ('model', 'activation', 'dtype', 'label_type',
+               'augment.featurewise_center', 'fastnet.logit_scale')
+
+
+def check_run_config(config, workdir):
+  """Refuses to evaluate `workdir`'s model with a config that computes it
+  differently (EVAL_FIELDS against the run's config.json), unless
+  config.allow_config_change."""
+  ran = workdir_lib.read_json(os.path.join(workdir, workdir_lib.CONFIG_FILE))
+  if ran is None or config.get('allow_config_change', False):
+    return
+  ran = dict(workdir_lib.flatten(ran))
+  given = dict(workdir_lib.flatten(workdir_lib.config_to_dict(config)))
+  differ = [f for f in EVAL_FIELDS if f in ran and ran[f] != given.get(f)]
+  if differ:
+    raise workdir_lib.WorkdirError(
+        f'{workdir!r} was trained with ' + ', '.join(
+            f'{f}={ran[f]!r}' for f in differ) + ' (its '
+        f'{workdir_lib.CONFIG_FILE}), this config gives ' + ', '.join(
+            f'{f}={given.get(f)!r}' for f in differ) + ': pass the config '
+        'it was trained with (or --config.allow_config_change=True to '
+        'evaluate it so anyway)')
+
+
 def load_best(config, workdir):
-  """Restores the best checkpoint (lowest validation loss) of `workdir`."""
+  """Restores the best checkpoint (lowest validation loss) of `workdir`,
+  replicated on this process's devices (whatever devices trained it)."""
   path = os.path.join(workdir, workdir_lib.CHECKPOINT_DIR)
   if not os.path.isdir(path):
     raise checkpointing.NoCheckpointError(
         f'no checkpoint in {path}: train first (python main.py '
         f'--config=... --workdir={workdir})')
+  check_run_config(config, workdir)
   manager = checkpointing.create_manager(workdir, read_only=True)
   try:
     step = checkpointing.best_step(manager, workdir)
     meta = checkpointing.restore_meta(manager, step)
-    abstract = train.abstract_train_state(config, len(meta['class_names']))
+    here = sharding.replicated(sharding.data_mesh())
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=here),
+        train.abstract_train_state(config, len(meta['class_names'])))
     try:
       state, meta = checkpointing.restore(manager, step, abstract)
     except ValueError as e:  # Another model or optimizer.
@@ -72,11 +103,21 @@ def test_metrics(config, restored, test_split):
           for k, v in eval_pass(state, images, labels).compute().items()}
 
 
+def check_classes(restored, dataset, workdir, config):
+  """The checkpoint's classes must be those the config's data labels."""
+  if tuple(dataset.class_names) != tuple(restored.class_names):
+    raise config_checks.ConfigError(
+        f'{workdir}: the checkpoint has {len(restored.class_names)} classes '
+        f'but the config loads {dataset.num_classes} other ones (label_type '
+        f'{config.label_type!r}); pass the config the run was trained with')
+
+
 def evaluate(config, workdir, dataset=None):
   """Writes WORKDIR/eval.json for the best checkpoint; returns its dict."""
   restored = load_best(config, workdir)
   if dataset is None:
     dataset = data_lib.load_dataset(config)
+  check_classes(restored, dataset, workdir, config)
   t0 = time.perf_counter()
   m = test_metrics(config, restored, dataset.test)
   result = {'test_loss': m['loss'], 'test_top1': m['top1'],

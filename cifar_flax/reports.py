@@ -14,7 +14,6 @@ from matplotlib.figure import Figure
 import numpy as np
 from sklearn import metrics as sk_metrics
 
-from cifar_flax import config_checks
 from cifar_flax import data as data_lib
 from cifar_flax import predict
 from cifar_flax import workdir as workdir_lib
@@ -229,11 +228,7 @@ def write_reports(config, workdir):
   from cifar_flax import evaluate  # pylint: disable=g-import-not-at-top
   restored = evaluate.load_best(config, workdir)
   dataset = data_lib.load_dataset(config)
-  if tuple(dataset.class_names) != tuple(restored.class_names):
-    raise config_checks.ConfigError(
-        f'{workdir}: the checkpoint has {len(restored.class_names)} classes '
-        f'but the config loads {dataset.num_classes} other ones (label_type '
-        f'{config.label_type!r}); pass the config the run was trained with')
+  evaluate.check_classes(restored, dataset, workdir, config)
   out_dir = os.path.join(workdir, REPORTS_DIR)
   os.makedirs(out_dir, exist_ok=True)
   paths = []

@@ -63,20 +63,31 @@ for k in outs[0][1]:
   np.testing.assert_allclose(outs[0][1][k], outs[1][1][k], rtol=1e-5)
 jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
              outs[0][0], outs[1][0])
-r = train.train_and_evaluate(c, tempfile.mkdtemp())
+r = train.train_and_evaluate(c, {workdir!r})
 assert r['num_examples'] == 120 and np.isfinite(r['test_loss']), r
 print('OK')
 '''
 
 
-def test_four_devices_match_one_and_train(fake_data_dir):
+def test_four_devices_match_one_and_train(fake_data_dir, tiny_config,
+                                          tmp_path):
   env = dict(os.environ, JAX_PLATFORMS='cpu',
              XLA_FLAGS='--xla_force_host_platform_device_count=4')
-  code = _MULTI_DEVICE.format(root=conftest.ROOT, data_dir=fake_data_dir)
+  workdir = str(tmp_path / 'four_devices')
+  code = _MULTI_DEVICE.format(root=conftest.ROOT, data_dir=fake_data_dir,
+                              workdir=workdir)
   out = subprocess.run([sys.executable, '-c', code], env=env,
                        capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
   assert 'OK' in out.stdout
+  # Its checkpoint, saved from 4 devices, evaluates here on 1 (a laptop
+  # evaluating a multi-GPU run) to the same test metrics.
+  from cifar_flax import evaluate  # pylint: disable=g-import-not-at-top
+  assert jax.device_count() == 1
+  before = json.loads((tmp_path / 'four_devices' / 'eval.json').read_text())
+  after = evaluate.evaluate(tiny_config, workdir)
+  for k in ('test_loss', 'test_top1', 'test_top5'):
+    np.testing.assert_allclose(after[k], before[k], rtol=1e-5)
 
 
 def test_benchmark_reports_every_number(tmp_path, tiny_config):

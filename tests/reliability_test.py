@@ -273,6 +273,39 @@ def test_allowed_change_that_the_checkpoint_cannot_take_is_refused(
   assert _snapshot(workdir) == saved  # Nothing recorded, nothing changed.
 
 
+def test_eval_refuses_a_config_that_computes_another_model(
+    reference, tiny_config, tmp_path, capsys):
+  """A config whose model restores but computes differently (activation,
+  labels, dtype, centering) is refused before eval.json is touched."""
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(reference, workdir)
+  saved = _snapshot(workdir)
+  tiny_config.update(train_subset=80, test_subset=16, num_epochs=NUM_EPOCHS,
+                     patience=100, checkpoint_every_epochs=2)
+  for field, value in (('activation', 'elu'), ('label_type', 'coarse'),
+                       ('dtype', 'bfloat16')):
+    config = tiny_config.copy_and_resolve_references()
+    config[field] = value
+    for mode, images in (('eval', ()), ('report', ()),
+                         ('predict', ('any.png',))):
+      assert cli.run(config, workdir, mode, images) == 1
+      err = capsys.readouterr().err
+      assert err == (f'error: {workdir!r} was trained with {field}='
+                     f'{tiny_config[field]!r} (its config.json), this config '
+                     f'gives {field}={value!r}: pass the config it was '
+                     f'trained with (or --config.allow_config_change=True to '
+                     f'evaluate it so anyway)\n'), err
+  assert _snapshot(workdir) == saved
+  # Allowed, an ELU evaluation runs; other labels still cannot.
+  config = tiny_config.copy_and_resolve_references()
+  config.update(activation='elu', allow_config_change=True)
+  assert cli.run(config, workdir, 'eval') == 0
+  config.update(activation='relu', label_type='coarse')
+  assert cli.run(config, workdir, 'eval') == 1
+  assert 'the checkpoint has 100 classes but the config loads 20' in (
+      capsys.readouterr().err)
+
+
 # --- 4. Divergence ------------------------------------------------------------------
 
 
