@@ -159,9 +159,9 @@ def train_and_evaluate(config, workdirs):
   dataset, mesh = train.prepare_run(config)
   seeds = list(workdirs)
   configs = {s: seed_config(config, s) for s in seeds}
-  for s in seeds:
-    workdir_lib.prepare(workdirs[s], configs[s],
-                        ignore_keys=config_checks.RESUMABLE_KEYS)
+  changed = {s: workdir_lib.prepare(
+      workdirs[s], configs[s], ignore_keys=config_checks.RESUMABLE_KEYS,
+      allow_change=config.get('allow_config_change', False)) for s in seeds}
 
   model = models.create_model(config, dataset.num_classes)
   steps = loop.num_batches(len(dataset.train), config.batch_size)
@@ -169,11 +169,16 @@ def train_and_evaluate(config, workdirs):
       config, model, jax.random.key(s), steps_per_epoch=steps)))
   fresh = init(jnp.asarray(seeds))
   runs, states = [], []
+  finished = {}  # Seeds done before this call: {seed: best epoch}.
   for i, s in enumerate(seeds):
     manager = checkpointing.create_manager(workdirs[s])
     state, stopper, history, first = train._resume(  # pylint: disable=protected-access
         configs[s], workdirs[s], manager, take(fresh, i))
     diverged = _diverged(workdirs[s])
+    if first is None and not diverged:
+      finished[s] = manager.best_step()
+    if changed[s] and first is not None:  # As train.train_and_evaluate.
+      workdir_lib.record_config_change(workdirs[s], configs[s], changed[s])
     runs.append(_Run(s, workdirs[s], configs[s], manager, stopper, history,
                      len(history) if first is None else first - 1,
                      first is not None and not diverged))
@@ -187,7 +192,11 @@ def train_and_evaluate(config, workdirs):
       r.manager.close()
       if r.writer is not None:
         r.writer.close()
-  return {r.seed: evaluate_lib.evaluate(r.config, r.workdir, dataset=dataset)
+  # A seed finished before keeps its eval.json, as a finished single run.
+  return {r.seed: (train._finished_result(  # pylint: disable=protected-access
+      r.config, r.workdir, dataset, finished[r.seed]) if r.seed in finished
+                   else evaluate_lib.evaluate(r.config, r.workdir,
+                                              dataset=dataset))
           for r in runs if not _diverged(r.workdir)}
 
 

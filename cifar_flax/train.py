@@ -350,12 +350,12 @@ def train_and_evaluate(config, workdir):
   except BaseException:
     manager.close()
     raise
-  if changed:
-    workdir_lib.record_config_change(workdir, config, changed)
-  if first_epoch is None:
+  if first_epoch is None:  # Finished: a changed config changes no file.
     best = manager.best_step()
     manager.close()
     return _finished_result(config, workdir, dataset, best)
+  if changed:
+    workdir_lib.record_config_change(workdir, config, changed)
   programs = Programs(config, dataset, mesh)
   clock.lap('workdir and data on device')
   # The passes compile while a fresh run initialises its state.

@@ -65,6 +65,21 @@ def test_seeds_together_match_seeds_alone(tmp_path, fake_data_dir,
   # One seed stopped early while the other kept training.
   assert stop_epochs[1] < stop_epochs[2], stop_epochs
   assert stop_epochs[1] < config.num_epochs
+  if augment_validation:
+    return
+  # An allowed change (one more epoch) continues the seed that ran to the
+  # epoch limit and records it there; the early-stopped seed stays as it was.
+  stopped = {n: _read(together[1], n) for n in ('config.json', 'history.json',
+                                                 'eval.json')}
+  config.num_epochs += 1
+  config.allow_config_change = True
+  multi_seed.train_and_evaluate(config, together)
+  assert [h['epoch'] for h in _read(together[2], 'history.json')] == list(
+      range(1, config.num_epochs + 1))
+  assert _read(together[2], 'config_changes.json') == [
+      {'num_epochs': {'old': config.num_epochs - 1, 'new': config.num_epochs}}]
+  assert {n: _read(together[1], n) for n in stopped} == stopped
+  assert not os.path.exists(os.path.join(together[1], 'config_changes.json'))
 
 
 def test_a_diverging_seed_stops_alone(tmp_path):

@@ -227,6 +227,13 @@ def test_rerunning_a_finished_run_changes_nothing(reference, run_flags):
   ev = workdir_lib.read_json(os.path.join(reference, workdir_lib.EVAL_FILE))
   assert f'top-1 {ev["test_top1"]:.4f}' in out
   assert _snapshot(reference) == before
+  # An allowed config change that cannot continue the run records nothing.
+  rc, out, err = _run(reference, run_flags + [
+      '--config.learning_rate=0.5', '--config.allow_config_change=True'])
+  assert rc == 0, out + err
+  assert 'this run has already finished; nothing changed' in out
+  assert 'continuing with changed config fields' not in out
+  assert _snapshot(reference) == before
 
 
 def test_finished_run_continues_with_allowed_config_change(reference,
