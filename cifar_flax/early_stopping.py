@@ -2,7 +2,9 @@
 
 An epoch improves only if its value is strictly below the best so far; the
 run stops once `patience` epochs in a row bring no improvement (best at epoch
-63 with patience 20 stops after epoch 83).
+63 with patience 20 stops after epoch 83). An improving epoch never stops it:
+with patience 0 the first epoch without improvement does (Keras 2.2 reads
+patience 0 so).
 """
 
 import dataclasses
@@ -26,7 +28,7 @@ class EarlyStopping:
 
   @property
   def should_stop(self):
-    return self.wait >= self.patience
+    return self.wait > 0 and self.wait >= self.patience
 
   def state_dict(self):
     return dataclasses.asdict(self)

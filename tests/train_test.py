@@ -160,6 +160,10 @@ def test_early_stopping_has_keras_semantics():
   s = early_stopping.EarlyStopping(patience=2)
   assert s.update(1, 1.0) and not s.update(2, 1.0) and not s.should_stop
   assert not s.update(3, 1.5) and s.should_stop  # Equal is no improvement.
+  s = early_stopping.EarlyStopping(patience=0)  # Only a stall stops it.
+  assert s.update(1, 1.0) and not s.should_stop
+  assert s.update(2, 0.5) and not s.should_stop
+  assert not s.update(3, 0.7) and s.should_stop
 
 
 def test_manager_keeps_best_and_latest(tmp_path, tiny_config, caplog):
