@@ -152,10 +152,22 @@ def is_done(workdir):
     manager.close()
 
 
+def check_group(config, num_seeds):
+  """Seeds train together only where jax.vmap draws each seed's random
+  numbers as that seed alone would: not with the rbg PRNGs."""
+  if num_seeds > 1 and config.prng_impl != 'threefry2x32':
+    raise config_checks.ConfigError(
+        f'config.prng_impl={config.prng_impl!r} draws other numbers under '
+        f'jax.vmap, so seeds trained together would not equal the same seeds '
+        f'trained alone: use threefry2x32, or one seed at a time '
+        f'(seeds_per_group=1)')
+
+
 def train_and_evaluate(config, workdirs):
   """Trains (or resumes) the seeds {seed: workdir} of `config` together,
   then evaluates each one's best checkpoint; returns {seed: eval dict}
   (seeds that diverged are left out and have diverged.json)."""
+  check_group(config, len(workdirs))
   dataset, mesh = train.prepare_run(config)
   seeds = list(workdirs)
   configs = {s: seed_config(config, s) for s in seeds}

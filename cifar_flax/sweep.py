@@ -87,7 +87,11 @@ def check(sweep_config):
     raise config_checks.ConfigError(f'seeds {seeds}: need distinct seeds')
   if sweep_config.seeds_per_group < 0:
     raise config_checks.ConfigError('seeds_per_group must not be negative')
-  return {n: row_config(sweep_config, n) for n in sweep_config.train_rows}
+  configs = {n: row_config(sweep_config, n) for n in sweep_config.train_rows}
+  group = min(sweep_config.seeds_per_group or len(seeds), len(seeds))
+  for config in configs.values():
+    multi_seed.check_group(config, group)
+  return configs
 
 
 def _train_one(config, workdir, seed):

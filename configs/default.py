@@ -134,7 +134,9 @@ def get_config():
   # 1.040 s/epoch against 1.053 for 1 (cnn9 fp32, H200).
   config.scan_unroll = 2
   # JAX's PRNG for augmentation and dropout: 'threefry2x32' (JAX's default)
-  # or 'rbg' (cheaper random bits on GPU). Same seed, same result either way.
+  # or 'rbg' (cheaper random bits on GPU). Each is deterministic per seed, but
+  # they draw different numbers; rbg also draws differently under jax.vmap, so
+  # seeds trained together (sweep seeds_per_group != 1) need threefry2x32.
   config.prng_impl = 'threefry2x32'
   # Extra XLA flags for this run, appended to $XLA_FLAGS before JAX starts
   # its backend, e.g. '--xla_gpu_autotune_level=0' ('' = none).

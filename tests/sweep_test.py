@@ -189,6 +189,14 @@ def test_bad_sweep_configs_fail_before_training(tmp_path, fake_data_dir):
   config.overrides.learning_rate = -1.0
   with pytest.raises(config_checks.ConfigError, match='learning_rate'):
     sweep.check(config)
+  # rbg draws other numbers under vmap: no seeds together with it.
+  config = paper_table.get_config('tiny')  # seeds_per_group=0: all together.
+  config.overrides.prng_impl = 'rbg'
+  with pytest.raises(config_checks.ConfigError,
+                     match="prng_impl='rbg' draws other numbers under"):
+    sweep.check(config)
+  config.seeds_per_group = 1
+  sweep.check(config)
   assert not os.listdir(tmp_path)
 
 
