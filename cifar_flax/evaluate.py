@@ -91,6 +91,7 @@ def load_best(config, workdir):
 def test_metrics(config, restored, test_split):
   """Loss, top-1, top-5 over every test image (last batch padded, masked)."""
   mesh = sharding.data_mesh()
+  sharding.check_batch_size(config.eval_batch_size, mesh, 'eval_batch_size')
   step = functools.partial(train.eval_step, mean=restored.mean,
                            aug_config=config.augment)
   eval_pass = loop.make_eval_pass(step, config.eval_batch_size,

@@ -10,6 +10,8 @@ import jax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from cifar_flax import config_checks
+
 
 def data_mesh(devices=None):
   devices = jax.devices() if devices is None else devices
@@ -27,8 +29,9 @@ def batch_sharded(mesh):
 def check_batch_size(batch_size, mesh, name='batch_size'):
   n = mesh.devices.size
   if batch_size % n:
-    raise ValueError(f'config.{name}={batch_size} is not divisible by the '
-                     f'{n} devices of the data mesh')
+    raise config_checks.ConfigError(
+        f'config.{name}={batch_size} is not divisible by the {n} devices of '
+        f'the data mesh')
 
 
 def replicate(tree, mesh):

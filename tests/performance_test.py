@@ -118,3 +118,20 @@ def test_config_xla_flags_reach_xla(tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   result = json.loads((tmp_path / 'benchmark.json').read_text())
   assert result['num_devices'] == 2
+
+
+def test_batch_not_divisible_by_the_devices_is_one_error_line(
+    tmp_path, fake_data_dir):
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  workdir = str(tmp_path / 'run')
+  out = subprocess.run(
+      [sys.executable, 'main.py', '--config=configs/test.py',
+       f'--config.data_dir={fake_data_dir}', f'--workdir={workdir}',
+       '--config.batch_size=7'],
+      cwd=conftest.ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 1, out.stderr[-3000:]
+  assert out.stderr.strip().splitlines()[-1] == (
+      'error: config.batch_size=7 is not divisible by the 2 devices of the '
+      'data mesh')
+  assert not os.path.exists(workdir)
