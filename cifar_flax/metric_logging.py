@@ -1,4 +1,4 @@
-"""Scalars to the console, TensorBoard event files and JSON, plus progress.
+"""Scalars to TensorBoard event files (and the INFO log), plus progress.
 
 clu.metric_writers imports TensorFlow at import time (and tensorboard's
 EventFileWriter imports it whenever it is installed), which the archive data

@@ -2,7 +2,8 @@
 
 Run:  python main.py --config=configs/final.py --workdir=runs/final \
         --config.data_dir=../shared/data
-      python main.py --config=configs/final.py --workdir=runs/final --mode=eval
+      python main.py --config=configs/final.py --workdir=runs/final --mode=eval \
+        --config.data_dir=../shared/data
 Measured (H200, 2026-11-26, fp32, seed 0): 64.09% test top-1 (88.27% top-5),
 best epoch 100, no early stop, 143 s wall for the whole command (0.978 s per
 epoch with validation). With --config.dtype=bfloat16: 64.99%, best epoch 90,

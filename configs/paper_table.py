@@ -5,7 +5,8 @@ Run (every row, 3 seeds each, one at a time):
       --workdir=runs/paper_table --config.data_dir=../shared/data \
       --config.results_dir=results
 Some rows only:   --config.train_rows='("adam_lr1e4","cnn5")'
-Table only (rows without finished runs read 'not yet measured'):
+Table only (a row with no seed run reads 'not yet measured', one whose seeds
+all diverged 'diverged'; missing seeds are counted as not yet run):
   python main.py --config=configs/paper_table.py --mode=sweep_table \
       --workdir=runs/paper_table --config.results_dir=results
 Tiny (tests, CPU):  --config=configs/paper_table.py:tiny

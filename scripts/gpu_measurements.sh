@@ -3,7 +3,8 @@
 #   bash scripts/gpu_measurements.sh DATA_DIR OUT_DIR [STEP ...]
 # STEPs (default: all, in this order): bench final final_bf16 report fast
 # fast_long table. Each step's output goes to OUT_DIR/<step>.log, its workdir
-# to OUT_DIR/<step>/. Extra main.py arguments for every run but the table:
+# to OUT_DIR/<step>/ (report reads OUT_DIR/final/, table writes
+# OUT_DIR/paper_table/). Extra main.py arguments for every run but the table:
 # $EXTRA, e.g. EXTRA=--config.num_epochs=40 ... fast_long. Python: $PYTHON
 # (default python3). The table step starts from the rows measured before
 # (the seeds' JSON under results/h200/*/table/) and trains $ROWS (a Python

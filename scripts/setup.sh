@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates .venv (once) and installs the requirements into it. With an NVIDIA
 # GPU (nvidia-smi works) it also installs JAX's CUDA build.
-# Usage: source scripts/setup.sh [requirements file]
+# Usage: bash scripts/setup.sh [requirements file]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 req=${1:-requirements.txt}
