@@ -1,5 +1,6 @@
 """Checks a config before any work, naming the field at fault."""
 
+from cifar_flax import fast_models
 from cifar_flax import models
 from cifar_flax import optimizers
 from cifar_flax import schedules
@@ -78,6 +79,11 @@ def validate(config):
   for field in ('shear_range', 'zoom_range', 'width_shift_range',
                 'height_shift_range'):
     _require(a[field] >= 0, f'augment.{field}', 'must not be negative')
+  for field in ('width_shift_range', 'height_shift_range'):
+    # Keras reads 1 or more as pixels; here it is always a fraction.
+    _require(a[field] < 1, f'augment.{field}',
+             f'{a[field]} is a fraction of the image size here and must be '
+             f'below 1 (Keras reads values of 1 or more as pixels)')
   _require(a.zoom_range < 1, 'augment.zoom_range', 'must be below 1')
   _require(0 <= a.translate_pixels < 16, 'augment.translate_pixels',
            f'{a.translate_pixels} is outside [0, 16)')
@@ -87,3 +93,9 @@ def validate_against_data(config, dataset):
   n = len(dataset.train)
   _require(config.batch_size <= n, 'batch_size',
            f'{config.batch_size} is larger than the {n} training images')
+  # The last batch is padded and masked; BatchNorm would still see the
+  # padding in its batch statistics.
+  _require(config.model not in fast_models.MODELS or n % config.batch_size == 0,
+           'batch_size', f'{config.batch_size} does not divide the {n} '
+           f'training images: {config.model} normalises over each batch, so '
+           f'the padding of the last one would enter its BatchNorm statistics')

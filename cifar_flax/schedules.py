@@ -6,8 +6,9 @@ SCHEDULES = ('constant', 'linear', 'cosine')
 
 
 def learning_rate_fn(config, steps_per_epoch):
-  """Linear warm-up from 0 over `warmup_epochs`, then `lr_schedule` down to
-  0 at the last step of `num_epochs` ('constant' keeps the peak)."""
+  """Linear warm-up from 0 over `warmup_epochs`, then `lr_schedule` down
+  towards 0, which it reaches one step after the last of `num_epochs`: the
+  last step takes peak / (its decay steps) ('constant' keeps the peak)."""
   if config.lr_schedule not in SCHEDULES:
     raise ValueError(f'config.lr_schedule={config.lr_schedule!r}: expected '
                      f'one of {SCHEDULES}')

@@ -83,7 +83,7 @@ def get_config():
   # 'sgd' only: momentum (0 = none), Nesterov or not, weight decay on conv and
   # dense kernels (added to the gradient, as PyTorch's SGD does), and a linear
   # warm-up from 0 over `warmup_epochs` followed by `lr_schedule` ('constant',
-  # or 'linear'/'cosine' decay to 0 at the last step).
+  # or 'linear'/'cosine' decay towards 0, reached one step after the last).
   config.momentum = 0.9
   config.nesterov = True
   config.weight_decay = 0.0

@@ -2,7 +2,7 @@
 
 airbench-style 'fastnet' (BatchNorm, GELU, widths 32/64/256/256, 0.30 GFLOP
 per image forward), bf16, SGD with Nesterov momentum 0.9, lr 0.8 with 1.5
-warm-up epochs then linear decay to 0, weight decay 5e-4 on kernels, label
+warm-up epochs then linear decay towards 0, weight decay 5e-4 on kernels, label
 smoothing 0.2, batch 1000, flip + 2 px translation, 16 epochs, 2% validation
 split (49,000 training images, 49 steps/epoch), no early stopping.
 Run:  python main.py --config=configs/fast.py --workdir=runs/fast_timed \

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import pytest
 from scipy import ndimage
 
 from cifar_flax import augment
@@ -103,3 +104,18 @@ def test_paper_augmentation_runs_under_jit():
   out = f(jax.random.key(3), _images(8))
   assert out.shape == (8, 32, 32, 3) and out.dtype == jnp.float32
   assert np.all(np.isfinite(out)) and -0.5 <= out.min() and out.max() <= 0.5
+
+
+def test_shift_ranges_are_fractions(tiny_config):
+  """Keras reads a shift range of 1 or more as pixels; here it is always a
+  fraction of the image, so such values are refused, naming the field."""
+  from cifar_flax import config_checks  # pylint: disable=g-import-not-at-top
+  tiny_config.augment.width_shift_range = 0.99
+  config_checks.validate(tiny_config)
+  for field in ('width_shift_range', 'height_shift_range'):
+    config = tiny_config.copy_and_resolve_references()
+    config.augment[field] = 4.0
+    with pytest.raises(config_checks.ConfigError,
+                       match=f'config.augment.{field}: 4.0 is a fraction'):
+      config_checks.validate(config)
+

@@ -13,6 +13,7 @@ import pytest
 from cifar_flax import augment
 from cifar_flax import cli
 from cifar_flax import config_checks
+from cifar_flax import data
 from cifar_flax import evaluate
 from cifar_flax import fast_models
 from cifar_flax import models
@@ -105,6 +106,9 @@ def test_warmup_then_decay_schedules():
   values = np.array([float(lr(i)) for i in range(51)])
   assert values[0] == 0 and values[10] == pytest.approx(0.8)
   assert np.all(np.diff(values[:11]) > 0) and np.all(np.diff(values[10:]) < 0)
+  # The last of the 50 steps (index 49) takes peak / 40 decay steps; 0 comes
+  # one step later, as the docstring says.
+  assert values[49] == pytest.approx(0.8 / 40)
   assert values[50] == pytest.approx(0.0, abs=1e-7)
   config.lr_schedule = 'cosine'
   lr = schedules.learning_rate_fn(config, steps_per_epoch=5)
@@ -196,3 +200,18 @@ def test_fast_config_trains_evaluates_and_times(tmp_path, fast_config):
       np.mean([r['test_top1'] for r in summary['runs']]))
   assert summary['test_images'] == 120 and summary['train_images'] == 200
   assert not os.path.exists(os.path.join(timed_dir, 'checkpoints'))
+
+
+def test_batchnorm_models_need_full_batches(tiny_config):
+  """The last batch is padded; BatchNorm would normalise over the padding."""
+  ds = data.load_dataset(tiny_config)  # 200 training images.
+  config = fast.get_config()
+  config.batch_size = 50
+  config_checks.validate_against_data(config, ds)
+  config.batch_size = 64
+  with pytest.raises(config_checks.ConfigError,
+                     match='64 does not divide the 200 training images'):
+    config_checks.validate_against_data(config, ds)
+  tiny_config.batch_size = 64  # cnn5 has no BatchNorm: padding is masked.
+  config_checks.validate_against_data(tiny_config, ds)
+
