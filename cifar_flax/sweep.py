@@ -88,9 +88,9 @@ def check(sweep_config):
   if sweep_config.seeds_per_group < 0:
     raise config_checks.ConfigError('seeds_per_group must not be negative')
   configs = {n: row_config(sweep_config, n) for n in sweep_config.train_rows}
-  group = min(sweep_config.seeds_per_group or len(seeds), len(seeds))
+  largest = len(_groups(seeds, sweep_config.seeds_per_group)[0])
   for config in configs.values():
-    multi_seed.check_group(config, group)
+    multi_seed.check_group(config, largest)
   return configs
 
 
