@@ -29,14 +29,18 @@ class _NoReadOnlyNotice(logging.Filter):
 logging.getLogger('absl').addFilter(_NoReadOnlyNotice())
 
 
-def _val_loss(metrics):
-  return metrics[METRIC]
+def _rank(metrics):
+  """Orders checkpoints as early stopping does: by validation loss, and
+  among equal losses the earlier epoch first, since only a strictly lower
+  loss improves (orbax alone would keep the later of two equal ones).
+  Checkpoints saved before 'epoch' was recorded rank as epoch 0."""
+  return metrics[METRIC], metrics.get('epoch', 0)
 
 
 def create_manager(workdir, read_only=False):
   """Keeps the best checkpoint by validation loss AND the latest one."""
   options = ocp.CheckpointManagerOptions(
-      best_fn=_val_loss, best_mode='min', read_only=read_only,
+      best_fn=_rank, best_mode='min', read_only=read_only,
       create=not read_only,
       save_interval_steps=0 if read_only else 1,  # 1: orbax's default.
       # Deletes what a save killed midway left (<step>.orbax-checkpoint-tmp-*);
@@ -44,7 +48,7 @@ def create_manager(workdir, read_only=False):
       cleanup_tmp_directories=not read_only,
       preservation_policy=policies.AnyPreservationPolicy([
           policies.LatestN(1),
-          policies.BestN(get_metric_fn=_val_loss, reverse=True, n=1)]))
+          policies.BestN(get_metric_fn=_rank, reverse=True, n=1)]))
   return ocp.CheckpointManager(
       os.path.abspath(os.path.join(workdir, workdir_lib.CHECKPOINT_DIR)),
       options=options, item_names=('state', 'meta'))
@@ -53,7 +57,8 @@ def create_manager(workdir, read_only=False):
 def save(manager, epoch, state, meta, val_loss):
   manager.save(epoch, args=ocp.args.Composite(
       state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-               metrics={METRIC: float(val_loss)}, force=True)
+               metrics={METRIC: float(val_loss), 'epoch': epoch},
+               force=True)
 
 
 def restore(manager, step, abstract_state):

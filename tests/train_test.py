@@ -186,6 +186,21 @@ def test_manager_keeps_best_and_latest(tmp_path, tiny_config, caplog):
   assert not caplog.records, caplog.text
 
 
+def test_manager_keeps_the_first_of_equal_best_losses(tmp_path, tiny_config):
+  # Early stopping counts only a strictly lower loss as better, so of two
+  # equal losses the earlier epoch stays best; the checkpoints must agree.
+  state = _state(tiny_config)
+  manager = checkpointing.create_manager(str(tmp_path))
+  stopper = early_stopping.EarlyStopping(patience=5)
+  for step, loss in [(1, 0.5), (2, 0.3), (3, 0.3), (4, 0.6)]:
+    stopper.update(step, loss)
+    checkpointing.save(manager, step, state, {'epoch': step}, loss)
+  manager.wait_until_finished()
+  assert stopper.best_epoch == 2
+  assert manager.best_step() == 2 and sorted(manager.all_steps()) == [2, 4]
+  manager.close()
+
+
 def test_train_and_evaluate_end_to_end(tmp_path, tiny_config):
   workdir = str(tmp_path / 'run')
   result = train.train_and_evaluate(tiny_config, workdir)
