@@ -130,11 +130,12 @@ def record_divergence(seed, workdir, epoch, error):
                          {'epoch': epoch, 'message': str(error)})
 
 
-def is_done(workdir):
-  """True once the seed in `workdir` has diverged, or finished and has
-  eval.json: a sweep skips it. A workdir with eval.json and no checkpoints
-  directory is a copy of a finished run's JSON files (as kept under
-  results/ to carry measured rows from one machine to the next): done."""
+def is_done(workdir, config):
+  """True once the seed in `workdir` has diverged, or finished under `config`
+  (its row's config, as the sweep runs it) and has eval.json: a sweep skips
+  it. A workdir with eval.json and no checkpoints directory is a copy of a
+  finished run's JSON files (as kept under results/ to carry measured rows
+  from one machine to the next): done."""
   if _diverged(workdir):
     return True
   if not os.path.exists(os.path.join(workdir, workdir_lib.EVAL_FILE)):
@@ -146,8 +147,7 @@ def is_done(workdir):
     step = manager.latest_step()
     if step is None:
       return False
-    meta = checkpointing.restore_meta(manager, step)
-    return bool(meta.get('finished'))
+    return train.is_finished(checkpointing.restore_meta(manager, step), config)
   finally:
     manager.close()
 
@@ -189,7 +189,7 @@ def train_and_evaluate(config, workdirs):
     diverged = _diverged(workdirs[s])
     if first is None and not diverged:
       finished[s] = manager.best_step()
-    if changed[s] and first is not None:  # As train.train_and_evaluate.
+    if changed[s] and train.change_matters(manager, first):  # As train does.
       workdir_lib.record_config_change(workdirs[s], configs[s], changed[s])
     runs.append(_Run(s, workdirs[s], configs[s], manager, stopper, history,
                      len(history) if first is None else first - 1,

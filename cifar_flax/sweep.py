@@ -112,7 +112,7 @@ def run(sweep_config, workdir):
   try:
     for name, config in configs.items():
       todo = [s for s in seeds
-              if not multi_seed.is_done(seed_workdir(workdir, name, s))]
+              if not multi_seed.is_done(seed_workdir(workdir, name, s), config)]
       if not todo:
         print(f'{name}: all {len(seeds)} seeds finished, skipping.')
         continue

@@ -27,9 +27,9 @@ STATS = (('test_top1', 100.0), ('test_top5', 100.0), ('best_epoch', 1.0),
          ('stop_epoch', 1.0), ('train_minutes', 1.0))
 
 
-def seed_result(workdir):
-  """What the table needs from one finished seed, or None."""
-  if not multi_seed.is_done(workdir):
+def seed_result(workdir, config):
+  """What the table needs from one seed finished under `config`, or None."""
+  if not multi_seed.is_done(workdir, config):
     return None
   ev = workdir_lib.read_json(os.path.join(workdir, workdir_lib.EVAL_FILE))
   if ev is None:  # Diverged.
@@ -47,14 +47,14 @@ def seed_result(workdir):
           'val_top1': [h['val_top1'] for h in history]}
 
 
-def config_drift(sweep_config, name, workdir, seeds):
+def config_drift(row, name, workdir, seeds):
   """{seed: ((field, value it ran, value now), ...)} for the finished `seeds`
-  whose config.json differs from what row `name` runs now, outside fields
+  whose config.json differs from what row `name` runs now (`row`, its config
+  as sweep.row_config gives it), outside fields
   that may change between attempts of a run (e.g. data_dir); nested fields
   dotted, a field missing from config.json None. Seeds without a
   config.json are left out."""
   from cifar_flax import sweep  # pylint: disable=g-import-not-at-top
-  row = sweep.row_config(sweep_config, name)
   drift = {}
   for seed in seeds:
     ran = workdir_lib.read_json(os.path.join(
@@ -89,7 +89,8 @@ def collect(sweep_config, workdir):
   rows = []
   for name in sweep_config.row_names:
     spec = sweep_config.rows[name]
-    seeds = {s: seed_result(sweep.seed_workdir(workdir, name, s))
+    config = sweep.row_config(sweep_config, name)
+    seeds = {s: seed_result(sweep.seed_workdir(workdir, name, s), config)
              for s in sweep_config.seeds}
     done = {s: r for s, r in seeds.items() if r and not r['diverged']}
     row = {'row': name, 'label': spec.label, 'config': spec.config,
@@ -101,7 +102,7 @@ def collect(sweep_config, workdir):
            'dates': sorted({r['date'] for r in done.values()}),
            'not_run': sorted(s for s, r in seeds.items() if r is None),
            'curves': {s: r['val_top1'] for s, r in done.items()},
-           'config_drift': config_drift(sweep_config, name, workdir,
+           'config_drift': config_drift(config, name, workdir,
                                         sorted(done))}
     row['status'] = _status(row)
     for key, scale in STATS:

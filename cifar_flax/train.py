@@ -350,12 +350,12 @@ def train_and_evaluate(config, workdir):
   except BaseException:
     manager.close()
     raise
-  if first_epoch is None:  # Finished: a changed config changes no file.
+  if changed and change_matters(manager, first_epoch):
+    workdir_lib.record_config_change(workdir, config, changed)
+  if first_epoch is None:  # Finished.
     best = manager.best_step()
     manager.close()
     return _finished_result(config, workdir, dataset, best)
-  if changed:
-    workdir_lib.record_config_change(workdir, config, changed)
   programs = Programs(config, dataset, mesh)
   clock.lap('workdir and data on device')
   # The passes compile while a fresh run initialises its state.
@@ -417,20 +417,43 @@ def _resume(config, workdir, manager, state):
         workdir, config, step, e, 'a run cannot change its model or '
         'optimizer; use another --workdir',
         config_checks.RESUMABLE_KEYS) from e
-  stopper = early_stopping_lib.EarlyStopping.from_state_dict(
-      meta['early_stopping'])
-  stopper.patience = config.patience  # Differs only if allow_config_change.
+  stopper = _resumed_stopper(meta, config)
   # The checkpoint's own history: history.json may be ahead of it (killed
   # before the save committed) or behind (killed before it was written).
   on_disk = workdir_lib.read_history(workdir)
   history = meta.get('history', on_disk[:meta['epoch']])
   if on_disk != history:
     workdir_lib.write_history(workdir, history)
-  if stopper.should_stop or meta['epoch'] >= config.num_epochs:
+  if is_finished(meta, config):
     return state, stopper, history, None
   logging.info('resuming %s after epoch %d', workdir, meta['epoch'])
   print(f'Resuming from the checkpoint of epoch {meta["epoch"]}.')
   return state, stopper, history, meta['epoch'] + 1
+
+
+def _resumed_stopper(meta, config):
+  stopper = early_stopping_lib.EarlyStopping.from_state_dict(
+      meta['early_stopping'])
+  stopper.patience = config.patience  # Differs only if allow_config_change.
+  return stopper
+
+
+def is_finished(meta, config):
+  """Whether the run whose latest checkpoint carries `meta` has no epoch left
+  under `config`, whose num_epochs and patience may differ from those it was
+  saved under (allow_config_change), so meta['finished'] alone cannot say."""
+  return (_resumed_stopper(meta, config).should_stop or
+          meta['epoch'] >= config.num_epochs)
+
+
+def change_matters(manager, first_epoch):
+  """Whether an allowed config change is recorded: the run trains on under
+  it, or the change itself (a lower num_epochs or patience) ends a run that
+  had not finished. A run finished before is left as it was."""
+  if first_epoch is not None:
+    return True
+  return not checkpointing.restore_meta(manager,
+                                        manager.latest_step())['finished']
 
 
 def _finished_result(config, workdir, dataset, best_step):

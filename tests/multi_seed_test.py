@@ -95,5 +95,5 @@ def test_a_diverging_seed_stops_alone(tmp_path):
   multi_seed._end_epoch(None, run, None, None, nan, nan, 1.0, None, 10)
   assert not run.active and run.history == [] and run.epoch == 5
   assert _read(workdir, multi_seed.DIVERGED_FILE)['epoch'] == 5
-  assert multi_seed.is_done(workdir)
-  assert sweep_table.seed_result(workdir) == {'diverged': True}
+  assert multi_seed.is_done(workdir, None)
+  assert sweep_table.seed_result(workdir, None) == {'diverged': True}

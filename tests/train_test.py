@@ -16,6 +16,7 @@ from cifar_flax import evaluate
 from cifar_flax import loop
 from cifar_flax import metrics as metrics_lib
 from cifar_flax import models
+from cifar_flax import multi_seed
 from cifar_flax import train
 
 
@@ -338,6 +339,36 @@ def test_launching_the_next_epoch_early_changes_nothing(
   assert drop(h1) == drop(h0)
   assert {k: r1[k] for k in ('test_loss', 'test_top1', 'checkpoint_epoch')} == {
       k: r0[k] for k in ('test_loss', 'test_top1', 'checkpoint_epoch')}
+
+
+def test_a_change_that_ends_an_unfinished_run_is_recorded(tmp_path, tiny_config,
+                                                          monkeypatch):
+  """A run stopped after epoch 2 of 3, rerun with num_epochs=2 (allowed),
+  is finished: it is evaluated, the change recorded, and the sweep counts
+  it done; with 3 epochs again it is not."""
+  workdir = str(tmp_path / 'run')
+  tiny_config.num_epochs = 3
+  judge = train.judge_epoch
+
+  def stopped_at_3(config, state, stopper, history, epoch, *args, **kwargs):
+    if epoch == 3:
+      raise KeyboardInterrupt
+    return judge(config, state, stopper, history, epoch, *args, **kwargs)
+
+  monkeypatch.setattr(train, 'judge_epoch', stopped_at_3)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(tiny_config, workdir)
+  monkeypatch.undo()
+  tiny_config.update(num_epochs=2, allow_config_change=True)
+  result = train.train_and_evaluate(tiny_config, workdir)
+  assert json.load(open(os.path.join(workdir, 'eval.json'))) == result
+  assert json.load(open(os.path.join(workdir, 'config_changes.json'))) == [
+      {'num_epochs': {'old': 3, 'new': 2}}]
+  assert json.load(open(os.path.join(workdir, 'config.json')))[
+      'num_epochs'] == 2
+  assert multi_seed.is_done(workdir, tiny_config)
+  tiny_config.num_epochs = 3
+  assert not multi_seed.is_done(workdir, tiny_config)
 
 
 def test_scan_form_resumes_like_an_uninterrupted_run(tmp_path, tiny_config,
