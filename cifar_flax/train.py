@@ -233,8 +233,10 @@ def _epoch_key(seed, epoch):
 
 def _validation_key(seed, epoch):
   """The key of an epoch's augmented validation pass, apart from its
-  training key."""
-  return jax.random.fold_in(_epoch_key(seed, epoch), 1)
+  training keys: the training pass splits the epoch key in two, and jax's
+  threefry makes fold_in(k, i) equal split(k, n)[i], so index 1, used
+  before, gave validation batch i the key of training step i."""
+  return jax.random.fold_in(_epoch_key(seed, epoch), 2)
 
 
 def _scalars(prefix, m):

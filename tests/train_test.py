@@ -285,9 +285,12 @@ def test_validation_can_be_augmented_as_the_paper_did(tmp_path, tiny_config,
                              train._validation_key(0, e))  # pylint: disable=protected-access
                     for e in (1, 2))
   assert epoch1['loss'] != epoch2['loss']
-  assert not np.array_equal(
-      jax.random.key_data(train._validation_key(0, 1)),  # pylint: disable=protected-access
-      jax.random.key_data(train._epoch_key(0, 1)))  # pylint: disable=protected-access
+  # Not the epoch key, nor its permutation or training steps' key (the two
+  # halves the training pass splits it into).
+  epoch_key = train._epoch_key(0, 1)  # pylint: disable=protected-access
+  val_key = jax.random.key_data(train._validation_key(0, 1))  # pylint: disable=protected-access
+  for k in (epoch_key, *jax.random.split(epoch_key)):
+    assert not np.array_equal(val_key, jax.random.key_data(k))
 
   tiny_config.compilation_cache_dir = xla_cache_dir
   tiny_config.loop = 'scan'  # Compiled ahead, with the validation key.
