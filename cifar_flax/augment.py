@@ -92,6 +92,14 @@ def random_translate(rng, images, max_pixels):
   return jax.vmap(crop)(padded, offsets)
 
 
+def translate_key(rng):
+  """The translation's key: none of random_transform_params' five.
+  jax's threefry (partitionable, the default) makes fold_in(k, i) equal
+  split(k, n)[i], so the index must be past them: fold_in(rng, 1), used
+  before, was the width shift's key."""
+  return jax.random.fold_in(rng, 5)
+
+
 def _is_geometric(aug_config):
   return any((aug_config.shear_range, aug_config.zoom_range,
               aug_config.width_shift_range, aug_config.height_shift_range))
@@ -107,7 +115,7 @@ def augment_batch(rng, images, mean, aug_config):
                          params['zx'], params['zy'])
   translate = aug_config.get('translate_pixels', 0)
   if translate:  # A key of its own: the Keras draws above stay the same.
-    x = random_translate(jax.random.fold_in(rng, 1), x, translate)
+    x = random_translate(translate_key(rng), x, translate)
   if aug_config.horizontal_flip:
     x = jnp.where(params['flip'][:, None, None, None], x[:, :, ::-1], x)
   return center(x, mean) if aug_config.featurewise_center else x

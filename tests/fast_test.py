@@ -161,6 +161,12 @@ def test_translate_shifts_by_whole_pixels_with_reflection():
   aug.translate_pixels = 3
   moved = augment.augment_batch(jax.random.key(0), images, jnp.zeros(3), aug)
   assert plain.shape == moved.shape and not np.allclose(plain, moved)
+  # Its key is none of the Keras draws' keys (a shared key would tie the
+  # translation to, say, the width shift when both are on).
+  rng = jax.random.key(0)
+  translate = jax.random.key_data(augment.translate_key(rng))
+  for k in jax.random.split(rng, 5):
+    assert not np.array_equal(translate, jax.random.key_data(k))
 
 
 def test_fast_config_trains_evaluates_and_times(tmp_path, fast_config):
