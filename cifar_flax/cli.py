@@ -1,6 +1,9 @@
 """Dispatches main.py's modes and turns known failures into one clear line."""
 
+import contextlib
+import signal
 import sys
+import threading
 
 from cifar_flax import checkpointing
 from cifar_flax import config_checks
@@ -15,8 +18,33 @@ CLEAR_ERRORS = (data.DataError, config_checks.ConfigError,
 SWEEP_MODES = ('sweep', 'sweep_table')
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+  """SIGTERM stops as Ctrl-C does (KeyboardInterrupt), so a sweep writes its
+  table and the exit is one 'interrupted:' line; by default it killed the
+  process silently. The epoch loops override both signals to finish and
+  save their epoch first."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+
+  def interrupt(signum, frame):
+    del signum, frame
+    raise KeyboardInterrupt
+  old = signal.signal(signal.SIGTERM, interrupt)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGTERM, old)
+
+
 def run(config, workdir, mode, images=()):
   """Runs `mode`; returns the process exit status."""
+  with _terminate_as_interrupt():
+    return _run(config, workdir, mode, images)
+
+
+def _run(config, workdir, mode, images):
   from cifar_flax import evaluate  # pylint: disable=g-import-not-at-top
   from cifar_flax import predict  # pylint: disable=g-import-not-at-top
   from cifar_flax import train  # pylint: disable=g-import-not-at-top
@@ -50,7 +78,7 @@ def run(config, workdir, mode, images=()):
     elif mode == 'sweep_table':
       from cifar_flax import sweep  # pylint: disable=g-import-not-at-top
       from cifar_flax import sweep_table  # pylint: disable=g-import-not-at-top
-      sweep.check(config)
+      sweep.check(config, workdir)
       sweep_table.write(config, workdir)
     else:
       raise ValueError(f'unknown mode {mode!r}')

@@ -385,6 +385,10 @@ def train_and_evaluate(config, workdir):
   result = evaluate.evaluate(config, workdir, dataset=dataset)
   clock.lap('test evaluation')
   print(f'time after start-up imports: {clock.summary()}')
+  if stop.received:  # In the last epoch: the run ended anyway; a sweep stops.
+    raise KeyboardInterrupt(
+        f'{stop.received}: received in the last epoch; the run is finished, '
+        f'saved and evaluated ({os.path.join(workdir, workdir_lib.EVAL_FILE)})')
   return result
 
 

@@ -236,3 +236,51 @@ def test_seeds_one_at_a_time_take_the_single_run_path(
   assert 'one at a time' in capsys.readouterr().out
   sweep.run(config, workdir)  # Both seeds done: nothing trains.
   assert 'all 2 seeds finished, skipping' in capsys.readouterr().out
+
+
+def test_sigterm_stops_the_sweep_in_a_last_epoch_and_between_epochs(
+    tmp_path, fake_data_dir, xla_cache_dir, monkeypatch, capsys):
+  """A signal in a seed's last epoch ends that seed (saved, evaluated) and
+  then the sweep; one outside the epochs (here while the data is read) stops
+  it too, with one 'interrupted:' line and the table written, not killing it
+  silently as SIGTERM's default did."""
+  import signal  # pylint: disable=g-import-not-at-top
+  from cifar_flax import train  # pylint: disable=g-import-not-at-top
+  old = signal.signal(signal.SIGTERM, lambda *a: pytest.fail('SIGTERM'))
+  try:
+    config = _tiny(fake_data_dir, xla_cache_dir)
+    config.train_rows = ('adam_lr1e4',)
+    config.seeds_per_group = 1
+    workdir = str(tmp_path / 'sweep')
+    first, second = (os.path.join(workdir, 'adam_lr1e4', f'seed_{s}')
+                     for s in config.seeds)
+    judge = train.judge_epoch
+
+    def signal_in_last_epoch(run_config, *args, **kwargs):
+      row, improved, finished = judge(run_config, *args, **kwargs)
+      if finished:
+        os.kill(os.getpid(), signal.SIGTERM)
+      return row, improved, finished
+    monkeypatch.setattr(train, 'judge_epoch', signal_in_last_epoch)
+    assert cli.run(config, workdir, 'sweep') == 130
+    err = capsys.readouterr().err
+    assert 'interrupted: SIGTERM: received in the last epoch; the run is ' \
+        'finished, saved and evaluated' in err, err
+    assert os.path.exists(os.path.join(first, 'eval.json'))
+    assert not os.path.exists(os.path.join(second, 'history.json'))
+    with open(os.path.join(workdir, 'results', 'paper_table.csv')) as f:
+      row = {r['row']: r for r in csv.DictReader(f)}['adam_lr1e4']
+    assert row['n_seeds'] == '1'
+
+    monkeypatch.setattr(train, 'judge_epoch', judge)
+    shutil.rmtree(os.path.join(workdir, 'results'))
+    load = train.data_lib.load_dataset
+    monkeypatch.setattr(train.data_lib, 'load_dataset', lambda c: os.kill(
+        os.getpid(), signal.SIGTERM) or load(c))
+    assert cli.run(config, workdir, 'sweep') == 130
+    err = capsys.readouterr().err
+    assert err.startswith('interrupted: ') and 'Traceback' not in err, err
+    assert not os.path.exists(os.path.join(second, 'history.json'))
+    assert os.path.exists(os.path.join(workdir, 'results', 'paper_table.md'))
+  finally:
+    signal.signal(signal.SIGTERM, old)
