@@ -68,8 +68,10 @@ def _groups(seeds, size):
   return [seeds[i:i + size] for i in range(0, len(seeds), size)]
 
 
-def check(sweep_config):
-  """Fails before any training on a bad row list, seed list or row config."""
+def check(sweep_config, workdir=None):
+  """Fails before any training on a bad row list, seed list or row config,
+  or (given `workdir`) a workdir or results_dir where the table cannot be
+  written."""
   if 'rows' not in sweep_config:
     raise config_checks.ConfigError(
         'this mode needs a sweep config (e.g. configs/paper_table.py), not '
@@ -91,6 +93,11 @@ def check(sweep_config):
   largest = len(_groups(seeds, sweep_config.seeds_per_group)[0])
   for config in configs.values():
     multi_seed.check_group(config, largest)
+  if workdir is not None:
+    if sweep_config.results_dir:
+      workdir_lib.ensure_writable_dir(sweep_config.results_dir,
+                                      'config.results_dir')
+    workdir_lib.ensure_writable_dir(workdir)
   return configs
 
 
@@ -107,8 +114,9 @@ def _train_one(config, workdir, seed):
 def run(sweep_config, workdir):
   """Trains every unfinished seed of every row in train_rows, then writes
   the table; returns the table's rows."""
-  configs = check(sweep_config)
+  configs = check(sweep_config, workdir)
   seeds = list(sweep_config.seeds)
+  table = None  # The rows of the table as last written.
   try:
     for name, config in configs.items():
       todo = [s for s in seeds
@@ -128,8 +136,10 @@ def run(sweep_config, workdir):
         else:
           multi_seed.train_and_evaluate(
               config, {s: seed_workdir(workdir, name, s) for s in group})
-      sweep_table.write(sweep_config, workdir)
+      table = sweep_table.write(sweep_config, workdir)
   except KeyboardInterrupt:  # Stopped (SIGTERM/SIGINT): table of what finished.
     sweep_table.write(sweep_config, workdir)
     raise
-  return sweep_table.write(sweep_config, workdir)
+  # Rows skipped after the last write change nothing in the table.
+  return table if table is not None else sweep_table.write(sweep_config,
+                                                           workdir)

@@ -67,6 +67,19 @@ def flatten(d, prefix=''):
       yield f'{prefix}{k}', v
 
 
+def ensure_writable_dir(path, what='workdir'):
+  """Creates directory `path` if needed and checks that a file can be
+  written there; a WorkdirError names `what` and `path` otherwise."""
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise WorkdirError(f'{what} {path!r} is a file, not a directory')
+  try:
+    os.makedirs(path, exist_ok=True)
+    probe = tempfile.NamedTemporaryFile(dir=path, prefix='.write-test')
+    probe.close()
+  except OSError as e:
+    raise WorkdirError(f'{what} {path!r} is not writable: {e}') from e
+
+
 def prepare(workdir, config, ignore_keys=(), allow_change=False):
   """Creates the workdir, checks it is writable and holds no other run.
 
@@ -76,12 +89,7 @@ def prepare(workdir, config, ignore_keys=(), allow_change=False):
   with `record_config_change` once the run's checkpoint has accepted them.
   An unchanged config.json is left untouched.
   """
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = tempfile.NamedTemporaryFile(dir=workdir, prefix='.write-test')
-    probe.close()
-  except OSError as e:
-    raise WorkdirError(f'workdir {workdir!r} is not writable: {e}') from e
+  ensure_writable_dir(workdir)
   path = os.path.join(workdir, CONFIG_FILE)
   new = config_to_dict(config)
   old = read_json(path)

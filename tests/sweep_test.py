@@ -12,6 +12,7 @@ from cifar_flax import cli
 from cifar_flax import config_checks
 from cifar_flax import sweep
 from cifar_flax import sweep_table
+from cifar_flax import workdir as workdir_lib
 from configs import paper_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,6 +41,10 @@ def test_sweep_end_to_end_skips_and_resumes(tmp_path, fake_data_dir,
   config.results_dir = str(tmp_path / 'repo_results')
   workdir = str(tmp_path / 'sweep')
   sweep.run(config, workdir)
+  # The table is written (and printed) once per trained row, not again.
+  assert capsys.readouterr().out.count(
+      f'paper_table.md (copied to {config.results_dir})') == len(
+          config.train_rows)
 
   out = os.path.join(workdir, 'results')
   md = open(os.path.join(out, 'paper_table.md')).read()
@@ -175,7 +180,8 @@ def test_committed_table_lists_every_row():
     assert f'| {label} | `{path}` | {paper} |' in md, label
 
 
-def test_bad_sweep_configs_fail_before_training(tmp_path, fake_data_dir):
+def test_bad_sweep_configs_fail_before_training(tmp_path, fake_data_dir,
+                                                capsys):
   config = paper_table.get_config('tiny')
   config.data_dir = fake_data_dir
   config.train_rows = ('adam_lr1e4', 'sgd')
@@ -198,6 +204,20 @@ def test_bad_sweep_configs_fail_before_training(tmp_path, fake_data_dir):
   config.seeds_per_group = 1
   sweep.check(config)
   assert not os.listdir(tmp_path)
+  # A results_dir or workdir where the table cannot go: one line, at once.
+  a_file = tmp_path / 'a_file'
+  a_file.write_text('')
+  config.results_dir = str(a_file)
+  with pytest.raises(workdir_lib.WorkdirError,
+                     match=f"config.results_dir '{a_file}' is a file, not a "
+                     'directory'):
+    sweep.check(config, str(tmp_path / 'sweep'))
+  config.results_dir = ''
+  for mode in ('sweep', 'sweep_table'):
+    assert cli.run(config, str(a_file), mode) == 1
+    assert capsys.readouterr().err == (
+        f"error: workdir '{a_file}' is a file, not a directory\n")
+  assert os.listdir(tmp_path) == ['a_file']
 
 
 def test_sweep_mode_refuses_a_run_config(tmp_path, tiny_config, capsys):
