@@ -17,6 +17,7 @@ import time
 import jax
 import numpy as np
 
+from cifar_flax import config_checks
 from cifar_flax import data as data_lib
 from cifar_flax import loop
 from cifar_flax import models
@@ -80,7 +81,9 @@ def measure(config, dataset, epochs):
 def run(config, workdir):
   """Benchmarks `config` (its loop form, then optionally the step loop)."""
   b = config.benchmark
+  workdir_lib.ensure_writable_dir(workdir)  # Before the timing, not after.
   dataset = synthetic_dataset(b.num_train, b.num_eval)
+  config_checks.validate_against_data(config, dataset)
   train.setup_jax(config)
   rows = {'configured': measure(config, dataset, b.epochs)}
   if b.compare_step_loop and rows['configured']['loop'] != 'step':
@@ -99,7 +102,6 @@ def run(config, workdir):
       'batch_size': config.batch_size, 'num_train': b.num_train,
       'num_eval': b.num_eval, 'compilation_cache_dir':
           config.compilation_cache_dir, 'rows': rows}
-  os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, 'benchmark.json')
   workdir_lib.write_json(path, result)
   print(format_table(result))
@@ -116,13 +118,13 @@ def format_table(result):
            f"{result['device']} (jax {result['jax']})"
            + (f", XLA_FLAGS {result['xla_flags']}" if result['xla_flags']
               else ''),
-           f"{'loop':14s} {'compile s':>9s} {'1st epoch s':>11s} "
+           f"{'loop':20s} {'compile s':>9s} {'1st epoch s':>11s} "
            f"{'s/epoch':>8s} {'ms/step':>8s} {'train img/s':>11s} "
            f"{'eval img/s':>10s}"]
   for name, r in result['rows'].items():
     compile_s = ('-' if r['compile_seconds'] is None
                  else f"{r['compile_seconds']:.2f}")
-    lines.append(f"{name + ' (' + r['loop'] + ')':14s} {compile_s:>9s} "
+    lines.append(f"{name + ' (' + r['loop'] + ')':20s} {compile_s:>9s} "
                  f"{r['first_epoch_seconds']:11.2f} {r['epoch_seconds']:8.3f} "
                  f"{r['step_ms']:8.2f} {r['train_images_per_sec']:11.0f} "
                  f"{r['eval_images_per_sec']:10.0f}")

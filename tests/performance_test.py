@@ -135,3 +135,26 @@ def test_batch_not_divisible_by_the_devices_is_one_error_line(
       'error: config.batch_size=7 is not divisible by the 2 devices of the '
       'data mesh')
   assert not os.path.exists(workdir)
+
+
+def test_benchmark_refuses_bad_settings_before_timing(tmp_path, tiny_config,
+                                                      capsys, monkeypatch):
+  from cifar_flax import benchmark  # pylint: disable=g-import-not-at-top
+  from cifar_flax import cli  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(benchmark, 'measure', None)  # Timing would crash.
+  workdir = str(tmp_path / 'bench')
+  for field, value, why in (
+      ('epochs', 0, '0 must be at least 1'),
+      ('num_train', 4, '4 is smaller than batch_size 8'),
+      ('num_eval', 0, '0 must be at least 1')):
+    config = tiny_config.copy_and_resolve_references()
+    config.benchmark[field] = value
+    assert cli.run(config, workdir, 'benchmark') == 1
+    assert capsys.readouterr().err == (
+        f'error: config.benchmark.{field}: {why}\n')
+  a_file = tmp_path / 'a_file'
+  a_file.write_text('')
+  assert cli.run(tiny_config, str(a_file), 'benchmark') == 1
+  assert capsys.readouterr().err == (
+      f"error: workdir '{a_file}' is a file, not a directory\n")
+  assert sorted(os.listdir(tmp_path)) == ['a_file']
