@@ -21,6 +21,7 @@ from cifar_flax import train
 TOP_K = 5
 PREDICTIONS_DIR = os.path.join('reports', 'predictions')
 _SIZE = data_lib.IMAGE_SHAPE[:2]
+DISPLAY_SIZE = 1024  # Longest side of the photo drawn in a prediction figure.
 
 
 class ImageReadError(Exception):
@@ -94,6 +95,15 @@ def format_table(path, table):
   return '\n'.join(lines)
 
 
+def for_display(photo, size=DISPLAY_SIZE):
+  """A copy of `photo` whose longer side is at most `size` pixels, aspect
+  kept: the figure's panel shows no more (an 11000x9000 photo drawn whole
+  took 18 s and 6 GB)."""
+  shown = photo.copy()
+  shown.thumbnail((size, size), Image.Resampling.LANCZOS)
+  return shown
+
+
 def plot_prediction(photo, small, table, title, path):
   """PNG: the photo, the 32x32 input the network saw, and top-k bars."""
   from cifar_flax import reports  # pylint: disable=g-import-not-at-top
@@ -101,7 +111,7 @@ def plot_prediction(photo, small, table, title, path):
   fig.get_layout_engine().set(w_pad=0.1)
   grid = fig.add_gridspec(1, 3, width_ratios=(1.2, 1, 1.6))
   ax = fig.add_subplot(grid[0])
-  ax.imshow(photo)
+  ax.imshow(for_display(photo))
   ax.set_title(f'photo\n({photo.width}x{photo.height})', fontsize=10)
   ax.axis('off')
   ax = fig.add_subplot(grid[1])

@@ -173,6 +173,22 @@ def test_load_image_reads_every_mode(tmp_path):
   assert deep.min() == 255
 
 
+def test_a_large_photo_is_drawn_reduced(tmp_path, monkeypatch):
+  """The figure draws the photo at most DISPLAY_SIZE on its longer side
+  (aspect kept); its title gives the size it had."""
+  photo = Image.new('RGB', (3000, 1200), (200, 30, 30))
+  drawn = []
+  import matplotlib.axes  # pylint: disable=g-import-not-at-top
+  imshow = matplotlib.axes.Axes.imshow
+  monkeypatch.setattr(matplotlib.axes.Axes, 'imshow', lambda ax, x, **k: (
+      drawn.append(np.asarray(x).shape), imshow(ax, x, **k))[1])
+  path = str(tmp_path / 'big_top5.png')
+  predict.plot_prediction(photo, np.zeros((32, 32, 3), np.uint8),
+                          [('apple', 0.9), ('pear', 0.1)], 'big.png', path)
+  assert drawn == [(410, predict.DISPLAY_SIZE, 3), (32, 32, 3)]
+  assert os.path.getsize(path) > 0
+
+
 def test_predict_classifies_like_the_network(config, trained, tmp_path):
   """A CIFAR test image saved as PNG gets the network's own probabilities."""
   restored = evaluate.load_best(config, trained)
