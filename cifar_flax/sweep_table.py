@@ -48,8 +48,8 @@ def seed_result(workdir, config):
 
 
 def config_drift(row, name, workdir, seeds):
-  """{seed: ((field, value it ran, value now), ...)} for the finished `seeds`
-  whose config.json differs from what row `name` runs now (`row`, its config
+  """{seed: ((field, value it ran, value now), ...)} for the `seeds`
+  (finished or diverged) whose config.json differs from what row `name` runs now (`row`, its config
   as sweep.row_config gives it), outside fields
   that may change between attempts of a run (e.g. data_dir); nested fields
   dotted, a field missing from config.json None. Seeds without a
@@ -102,8 +102,10 @@ def collect(sweep_config, workdir):
            'dates': sorted({r['date'] for r in done.values()}),
            'not_run': sorted(s for s, r in seeds.items() if r is None),
            'curves': {s: r['val_top1'] for s, r in done.items()},
-           'config_drift': config_drift(config, name, workdir,
-                                        sorted(done))}
+           # Diverged seeds too: a sweep never retrains them by itself.
+           'config_drift': config_drift(
+               config, name, workdir,
+               sorted(s for s, r in seeds.items() if r))}
     row['status'] = _status(row)
     for key, scale in STATS:
       values = np.array([r[key] for r in done.values()], float) * scale
@@ -139,6 +141,8 @@ def markdown(rows, sweep_config):
   if measured:
     lines.append(f'Measured on {", ".join(devices)}, {dates[0]}'
                  + (f' to {dates[-1]}' if len(dates) > 1 else '') + '.')
+  elif any(r['diverged'] for r in rows):
+    lines.append('No seed has finished without diverging yet.')
   else:
     lines.append('No row measured yet: every row reads '
                  f'\'{UNMEASURED}\'.')

@@ -138,6 +138,16 @@ def test_table_without_runs_marks_every_row_unmeasured(tmp_path):
   assert '| 59.09% |' in md and '| 36.96% |' in md and '| 39.5% |' in md
   assert not os.path.exists(tmp_path / 'results' / 'plots' /
                             'val_top1_all_rows.png')
+  assert "No row measured yet: every row reads 'not yet measured'." in md
+  # With one diverged seed that line would be false.
+  from cifar_flax import multi_seed  # pylint: disable=g-import-not-at-top
+  seed_dir = tmp_path / 'adam_lr1e2' / 'seed_0'
+  seed_dir.mkdir(parents=True)
+  (seed_dir / multi_seed.DIVERGED_FILE).write_text('{"epoch": 2}')
+  sweep_table.write(config, str(tmp_path))
+  md = open(tmp_path / 'results' / 'paper_table.md').read()
+  assert 'No seed has finished without diverging yet.' in md
+  assert 'No row measured yet' not in md
 
 
 def test_table_names_partial_and_diverged_rows(tmp_path):
@@ -152,6 +162,12 @@ def test_table_names_partial_and_diverged_rows(tmp_path):
     seed_dir = tmp_path / 'adam_lr1e2' / f'seed_{seed}'
     seed_dir.mkdir(parents=True)
     (seed_dir / multi_seed.DIVERGED_FILE).write_text('{"epoch": 2}')
+  # Seed 1 diverged under another learning rate than its row's now.
+  ran = workdir_lib.config_to_dict(multi_seed.seed_config(
+      sweep.row_config(config, 'adam_lr1e2'), 1))
+  ran['learning_rate'] = 0.1
+  workdir_lib.write_json(str(tmp_path / 'adam_lr1e2' / 'seed_1' /
+                             'config.json'), ran)
   sweep_table.write(config, str(tmp_path))
   with open(tmp_path / 'results' / 'paper_table.csv') as f:
     table = {r['row']: r for r in csv.DictReader(f)}
@@ -171,6 +187,8 @@ def test_table_names_partial_and_diverged_rows(tmp_path):
   assert f'- 5-layer baseline (cnn5): seeds 0, 1, 2: {drift}' in md
   assert f'- Adam, lr 1e-4 (final): seed 0: {drift}' in md
   assert table['cnn5']['config_drift'] == f'seeds 0, 1, 2: {drift}'
+  assert table['adam_lr1e2']['config_drift'] == (
+      'seed 1: learning_rate (0.1, now 0.01)')
 
 
 def test_committed_table_lists_every_row():
