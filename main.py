@@ -47,8 +47,13 @@ def parse_flags(argv):
     first, _, suggestion = str(e.args[0] if e.args else e).partition('\n')
     field = first.strip('"\'')
     given = [a for a in argv if a.startswith('--config.') and field in a]
+    if any(a.startswith('--config.overrides.') for a in given):
+      where = ('a sweep\'s overrides start empty: give them whole, e.g. '
+               f'--config.overrides=\'{{"{field}": ...}}\'')
+    else:
+      where = 'all fields: configs/default.py'
     sys.exit(f'FATAL Flags parsing error: {" ".join(given) or field}: the '
-             f'config has no field {field!r} (all fields: configs/default.py)'
+             f'config has no field {field!r} ({where})'
              + (f'. {suggestion.strip()}' if suggestion else ''))
 
 

@@ -61,7 +61,10 @@ def get_config(variant=''):
   config.seeds_per_group = 1
   # Set on every row's config when not empty (--config.data_dir=...).
   config.data_dir = ''
-  # Fields set on every row's config (nested like the row config).
+  # Fields set on every row's config (nested like the row config), given
+  # whole: --config.overrides='{"num_epochs": 50, "augment": {"zoom_range":
+  # 0.1}}' (it starts empty, so --config.overrides.num_epochs=50 has no field
+  # to set).
   config.overrides = ml_collections.ConfigDict()
   # Also copy results/ (table, CSV, plots) here, e.g. the repo's 'results'.
   config.results_dir = ''

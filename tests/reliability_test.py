@@ -383,6 +383,18 @@ def test_near_miss_field_is_named_with_the_field_meant(tmp_path):
       "has no field 'zoom_rang' (all fields: configs/default.py). Did you mean "
       '"zoom_range" instead of "zoom_rang"?')
   assert not os.path.exists(workdir)
+  # A sweep's overrides start empty: one field of them is no field yet.
+  proc = subprocess.run(
+      [sys.executable, 'main.py', '--config=configs/paper_table.py',
+       f'--workdir={workdir}', '--mode=sweep',
+       '--config.overrides.num_epochs=5'],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0
+  assert proc.stderr.strip().splitlines()[-1] == (
+      "FATAL Flags parsing error: --config.overrides.num_epochs=5: the config "
+      "has no field 'num_epochs' (a sweep's overrides start empty: give them "
+      """whole, e.g. --config.overrides='{"num_epochs": ...}')""")
+  assert not os.path.exists(workdir)
 
 
 @pytest.mark.parametrize('field, value', [
