@@ -191,7 +191,7 @@ def write_csv(rows, path):
              'n_seeds', 'seeds', 'diverged'] +
             [f'{k}_{s}' for k, _ in STATS for s in ('mean', 'std')] +
             ['devices', 'dates', 'status', 'config_drift'])
-  with open(path, 'w', newline='') as f:
+  with workdir_lib.atomic_path(path) as tmp, open(tmp, 'w', newline='') as f:
     w = csv.DictWriter(f, fields)
     w.writeheader()
     for r in rows:
@@ -258,10 +258,8 @@ def write(sweep_config, workdir):
   os.makedirs(out, exist_ok=True)
   md = os.path.join(out, f'{NAME}.md')
   text = markdown(rows, sweep_config)
-  tmp = md + '.tmp'
-  with open(tmp, 'w') as f:
+  with workdir_lib.atomic_path(md) as tmp, open(tmp, 'w') as f:
     f.write(text)
-  os.replace(tmp, md)
   write_csv(rows, os.path.join(out, f'{NAME}.csv'))
   plots = plot(rows, os.path.join(out, 'plots'))
   if sweep_config.results_dir:
@@ -269,7 +267,8 @@ def write(sweep_config, workdir):
     for path in [md, os.path.join(out, f'{NAME}.csv')] + plots:
       target = os.path.join(dest, os.path.relpath(path, out))
       os.makedirs(os.path.dirname(target), exist_ok=True)
-      shutil.copy(path, target)
+      with workdir_lib.atomic_path(target) as tmp:
+        shutil.copyfile(path, tmp)
   print(text)
   print(f'-> {md}' + (f' (copied to {sweep_config.results_dir})'
                       if sweep_config.results_dir else ''))

@@ -1,5 +1,6 @@
 """The files of a run's workdir: config.json, history.json, eval.json."""
 
+import contextlib
 import json
 import math
 import os
@@ -27,16 +28,28 @@ def _clean(obj):
   return obj
 
 
-def write_json(path, obj):
-  """Writes atomically: a reader (or a kill) never sees a partial file."""
+@contextlib.contextmanager
+def atomic_path(path):
+  """Yields a temporary name beside `path`, renamed onto it once the block
+  has written it: a reader (or a kill) never sees a partial file."""
   d = os.path.dirname(path) or '.'
   fd, tmp = tempfile.mkstemp(dir=d, prefix='.' + os.path.basename(path))
-  with os.fdopen(fd, 'w') as f:
+  os.close(fd)
+  try:
+    yield tmp
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def write_json(path, obj):
+  """Writes atomically: a reader (or a kill) never sees a partial file."""
+  with atomic_path(path) as tmp, open(tmp, 'w') as f:
     json.dump(_clean(obj), f, indent=1, allow_nan=False)
     f.flush()
     os.fsync(f.fileno())
-  os.chmod(tmp, 0o644)
-  os.replace(tmp, path)
 
 
 def read_json(path, default=None):

@@ -476,3 +476,19 @@ def test_eval_without_checkpoint_is_one_clear_line(tiny_config, tmp_path,
     assert err.startswith('error: no checkpoint in ') and err.count('\n') == 1
     assert 'train first' in err
   assert not os.path.exists(tmp_path / 'missing')
+
+
+def test_atomic_writes_keep_the_old_file_when_cut_short(tmp_path):
+  path = str(tmp_path / 'paper_table.csv')
+  with open(path, 'w') as f:
+    f.write('old')
+  with pytest.raises(RuntimeError):
+    with workdir_lib.atomic_path(path) as tmp, open(tmp, 'w') as f:
+      f.write('half')
+      raise RuntimeError('killed midway')
+  assert open(path).read() == 'old'
+  assert os.listdir(tmp_path) == ['paper_table.csv']  # No temporary left.
+  with workdir_lib.atomic_path(path) as tmp, open(tmp, 'w') as f:
+    f.write('new')
+  assert open(path).read() == 'new'
+  assert os.listdir(tmp_path) == ['paper_table.csv']
