@@ -81,6 +81,7 @@ def measure(config, dataset, epochs):
 def run(config, workdir):
   """Benchmarks `config` (its loop form, then optionally the step loop)."""
   b = config.benchmark
+  config_checks.validate_benchmark(config)
   workdir_lib.ensure_writable_dir(workdir)  # Before the timing, not after.
   dataset = synthetic_dataset(b.num_train, b.num_eval)
   config_checks.validate_against_data(config, dataset)

@@ -87,6 +87,10 @@ def validate(config):
   _require(a.zoom_range < 1, 'augment.zoom_range', 'must be below 1')
   _require(0 <= a.translate_pixels < 16, 'augment.translate_pixels',
            f'{a.translate_pixels} is outside [0, 16)')
+
+
+def validate_benchmark(c):
+  """The benchmark's fields, checked by --mode=benchmark only."""
   b = c.benchmark
   _require(b.epochs >= 1, 'benchmark.epochs', f'{b.epochs} must be at least 1')
   _require(b.num_train >= c.batch_size, 'benchmark.num_train',
