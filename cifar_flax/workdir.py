@@ -121,9 +121,11 @@ def prepare(workdir, config, ignore_keys=(), allow_change=False):
 
 def differing(old, new, ignore_keys=()):
   """The fields, outside `ignore_keys`, of config dicts `old` (None: no
-  config.json, so none) and `new` whose values differ."""
+  config.json, so none) and `new` whose values differ; nested ones dotted
+  (augment.zoom_range)."""
   if old is None:
     return []
+  old, new = dict(flatten(old)), dict(flatten(new))
   return sorted(k for k in set(old) | set(new)
                 if k not in ignore_keys and old.get(k) != new.get(k))
 
@@ -143,10 +145,12 @@ def record_config_change(workdir, config, fields):
   """Writes the new config.json; the old values of `fields` are appended to
   config_changes.json."""
   path = os.path.join(workdir, CONFIG_FILE)
-  old, new = read_json(path), config_to_dict(config)
+  new = config_to_dict(config)
+  old_flat, new_flat = dict(flatten(read_json(path))), dict(flatten(new))
   changes_path = os.path.join(workdir, CONFIG_CHANGES_FILE)
   changes = read_json(changes_path, [])
-  changes.append({k: {'old': old.get(k), 'new': new.get(k)} for k in fields})
+  changes.append({k: {'old': old_flat.get(k), 'new': new_flat.get(k)}
+                  for k in fields})
   write_json(changes_path, changes)
   write_json(path, new)
   print(f'{workdir}: continuing with changed config fields '

@@ -451,7 +451,7 @@ def test_workdir_of_another_config_is_refused(tiny_config, tmp_path, capsys):
   tiny_config.augment.zoom_range = 0.1
   assert cli.run(tiny_config, workdir, 'train') == 1
   err = capsys.readouterr().err
-  assert 'holds a run with a different config (fields augment, ' \
+  assert 'holds a run with a different config (fields augment.zoom_range, ' \
          'learning_rate)' in err
   assert _snapshot(workdir) == saved
   # Fields of RESUMABLE_KEYS may change; the file then records the new value.
@@ -461,6 +461,16 @@ def test_workdir_of_another_config_is_refused(tiny_config, tmp_path, capsys):
   assert workdir_lib.read_json(os.path.join(workdir, 'config.json'))[
       'eval_batch_size'] == 40
   assert not os.path.exists(os.path.join(workdir, 'config_changes.json'))
+  # Allowed, a change is recorded field by field, nested ones dotted.
+  tiny_config.learning_rate, tiny_config.augment.zoom_range = 0.1, 0.1
+  changed = workdir_lib.prepare(workdir, tiny_config, allow_change=True)
+  assert changed == ['augment.zoom_range', 'learning_rate']
+  workdir_lib.record_config_change(workdir, tiny_config, changed)
+  assert workdir_lib.read_json(os.path.join(workdir, 'config_changes.json')) \
+      == [{'augment.zoom_range': {'old': 0.2, 'new': 0.1},
+           'learning_rate': {'old': 1e-3, 'new': 0.1}}]
+  assert workdir_lib.read_json(os.path.join(workdir, 'config.json'))[
+      'augment']['zoom_range'] == 0.1
 
 
 # --- 7. Evaluation without a checkpoint ---------------------------------------------
