@@ -49,11 +49,11 @@ def seed_result(workdir, config):
 
 def config_drift(row, name, workdir, seeds):
   """{seed: ((field, value it ran, value now), ...)} for the `seeds`
-  (finished or diverged) whose config.json differs from what row `name` runs now (`row`, its config
-  as sweep.row_config gives it), outside fields
-  that may change between attempts of a run (e.g. data_dir); nested fields
-  dotted, a field missing from config.json None. Seeds without a
-  config.json are left out."""
+  (finished or diverged) whose config.json differs from what row `name` runs
+  now (`row`, its config as sweep.row_config gives it), outside fields that
+  may change between attempts of a run (e.g. data_dir); nested fields dotted,
+  a field missing from config.json None. Seeds without a config.json are
+  left out."""
   from cifar_flax import sweep  # pylint: disable=g-import-not-at-top
   drift = {}
   for seed in seeds:

@@ -459,7 +459,7 @@ def change_matters(manager, first_epoch):
   if first_epoch is not None:
     return True
   return not checkpointing.restore_meta(manager,
-                                        manager.latest_step())['finished']
+                                        manager.latest_step()).get('finished')
 
 
 def _finished_result(config, workdir, dataset, best_step):
