@@ -58,9 +58,12 @@ def _check_arrays(images, labels, num_classes, where):
                     f'(N, 32, 32, 3)')
   if images.dtype != np.uint8:
     raise DataError(f'{where}: images are {images.dtype}, expected uint8')
-  if labels.shape != (images.shape[0],):
-    raise DataError(f'{where}: {labels.shape[0] if labels.ndim else 0} labels '
-                    f'for {images.shape[0]} images')
+  if labels.ndim != 1:
+    raise DataError(f'{where}: labels have shape {labels.shape}, expected '
+                    f'({images.shape[0]},)')
+  if labels.shape[0] != images.shape[0]:
+    raise DataError(f'{where}: {labels.shape[0]} labels for '
+                    f'{images.shape[0]} images')
   if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
     raise DataError(f'{where}: labels outside [0, {num_classes})')
 
@@ -171,15 +174,30 @@ def _read_archive(data_dir, label_type):
   fine_to_coarse = None
   if 'fine_labels' in train_obj and 'coarse_labels' in train_obj:
     fine_to_coarse = _fine_to_coarse(train_obj['fine_labels'],
-                                     train_obj['coarse_labels'])
+                                     train_obj['coarse_labels'],
+                                     members['train'][1])
   return (train, test, class_names, fine_to_coarse,
           tuple(coarse_names) if coarse_names is not None else None)
 
 
-def _fine_to_coarse(fine, coarse):
-  fine, coarse = np.asarray(fine), np.asarray(coarse)
+def _fine_to_coarse(fine, coarse, where):
+  """The (100,) superclass of each class, read off the training labels; None
+  if some class never occurs. Labels out of range, or a class under two
+  superclasses, are a DataError naming `where`."""
+  fine, coarse = np.asarray(fine, np.int64), np.asarray(coarse, np.int64)
+  if fine.shape != coarse.shape or fine.ndim != 1:
+    raise DataError(f'{where}: fine labels {fine.shape} and coarse labels '
+                    f'{coarse.shape} do not pair up')
+  if fine.size and (fine.min() < 0 or fine.max() >= 100 or coarse.min() < 0
+                    or coarse.max() >= 20):
+    raise DataError(f'{where}: labels outside [0, 100) (fine) or [0, 20) '
+                    f'(coarse)')
   mapping = np.full(100, -1, dtype=np.int32)
   mapping[fine] = coarse
+  if fine.size and (mapping[fine] != coarse).any():
+    split = fine[mapping[fine] != coarse][0]
+    raise DataError(f'{where}: class {split} is under more than one '
+                    f'superclass')
   return mapping if (mapping >= 0).all() else None
 
 
@@ -221,7 +239,8 @@ def _read_tfds(label_type, data_dir):
   for split, (s, _, _) in splits.items():
     _check_arrays(s.images, s.labels, len(class_names), f'tfds cifar100/{split}')
   train, fine, coarse = splits['train']
-  return (train, splits['test'][0], class_names, _fine_to_coarse(fine, coarse),
+  return (train, splits['test'][0], class_names,
+          _fine_to_coarse(fine, coarse, 'tfds cifar100/train'),
           tuple(builder.info.features['coarse_label'].names))
 
 

@@ -123,6 +123,32 @@ def test_label_count_mismatch(tmp_path):
     data.load_archive(str(tmp_path))
 
 
+def test_bad_labels_are_named(tmp_path):
+  """Labels of the wrong shape, and fine labels a coarse run only maps to
+  superclasses, are checked too."""
+  def load(name, label_type='fine', **train_fields):
+    bad = conftest.fake_split(10, 0)
+    bad.update(train_fields)
+    conftest.write_archive(str(tmp_path / name), members={
+        'train': bad, 'test': conftest.fake_split(5, 1),
+        'meta': conftest.fake_meta()})
+    return data.load_archive(str(tmp_path / name), label_type)
+  with pytest.raises(data.DataError,
+                     match=r'train: labels have shape \(10, 1\), expected '
+                     r'\(10,\)'):
+    load('2d', fine_labels=[[i] for i in range(10)])
+  out_of_range = list(range(9)) + [100]
+  with pytest.raises(data.DataError, match=r'train: labels outside \[0, 100\) '
+                     r'\(fine\) or \[0, 20\) \(coarse\)'):
+    load('fine100', 'coarse', fine_labels=out_of_range)
+  with pytest.raises(data.DataError, match=r'train: labels outside'):
+    load('fine-1', 'coarse', fine_labels=[-1] + list(range(1, 10)))
+  # Class 0 under superclasses 0 and 1.
+  with pytest.raises(data.DataError, match='train: class 0 is under more '
+                     'than one superclass'):
+    load('two', 'coarse', fine_labels=[0] * 10, coarse_labels=[0] * 9 + [1])
+
+
 def test_archive_path_never_imports_tensorflow(fake_data_dir):
   """Training on the archive works with TensorFlow made unimportable."""
   code = f'''
