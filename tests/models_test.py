@@ -49,7 +49,13 @@ def test_dropout_only_in_training():
   model = models.cnn5(conv_dropout=(0.5, 0.5, 0.5), dense_dropout=0.5)
   x = jnp.ones((2, 32, 32, 3))
   v = model.init(jax.random.key(0), x)
-  np.testing.assert_array_equal(model.apply(v, x), model.apply(v, x))
+  # At evaluation the network is the same one without dropout, which in
+  # training differs only by its random masks.
+  plain = models.cnn5(conv_dropout=(0.0, 0.0, 0.0), dense_dropout=0.0)
+  np.testing.assert_array_equal(model.apply(v, x), plain.apply(v, x))
+  np.testing.assert_array_equal(
+      plain.apply(v, x), plain.apply(v, x, train=True,
+                                     rngs={'dropout': jax.random.key(1)}))
   a = model.apply(v, x, train=True, rngs={'dropout': jax.random.key(1)})
   b = model.apply(v, x, train=True, rngs={'dropout': jax.random.key(2)})
   assert not np.allclose(a, b)
