@@ -1,5 +1,6 @@
 """cifar_flax: python main.py --config=configs/final.py --workdir=runs/final [--mode=...]."""
 
+import signal
 import sys
 
 from absl import app
@@ -62,11 +63,17 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if not FLAGS['verbosity'].present:  # orbax logs every save at INFO.
     logging.set_verbosity(logging.WARNING)
-  import jax  # pylint: disable=g-import-not-at-top
-  if FLAGS.multihost:
-    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
-                               FLAGS.process_id)
-  from cifar_flax import cli  # pylint: disable=g-import-not-at-top
+  # Until cli.run takes over the signals: SIGTERM as Ctrl-C, one line.
+  signal.signal(signal.SIGTERM, signal.default_int_handler)
+  try:
+    import jax  # pylint: disable=g-import-not-at-top
+    if FLAGS.multihost:
+      jax.distributed.initialize(FLAGS.coordinator_address,
+                                 FLAGS.num_processes, FLAGS.process_id)
+    from cifar_flax import cli  # pylint: disable=g-import-not-at-top
+  except KeyboardInterrupt:
+    print('interrupted: while starting, before any work', file=sys.stderr)
+    sys.exit(130)
   sys.exit(cli.run(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.images))
 
 

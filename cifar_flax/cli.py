@@ -18,20 +18,19 @@ CLEAR_ERRORS = (data.DataError, config_checks.ConfigError,
 SWEEP_MODES = ('sweep', 'sweep_table')
 
 
+# Modes that train: a signal is a flag they read at safe points
+# (train.StopSignal). In the others SIGTERM stops as Ctrl-C does.
+TRAINING_MODES = ('train', 'sweep')
+
+
 @contextlib.contextmanager
 def _terminate_as_interrupt():
-  """SIGTERM stops as Ctrl-C does (KeyboardInterrupt), so a sweep writes its
-  table and the exit is one 'interrupted:' line; by default it killed the
-  process silently. The epoch loops override both signals to finish and
-  save their epoch first."""
+  """SIGTERM raises KeyboardInterrupt, as SIGINT does: one 'interrupted:'
+  line, where by default it killed the process silently."""
   if threading.current_thread() is not threading.main_thread():
     yield
     return
-
-  def interrupt(signum, frame):
-    del signum, frame
-    raise KeyboardInterrupt
-  old = signal.signal(signal.SIGTERM, interrupt)
+  old = signal.signal(signal.SIGTERM, signal.default_int_handler)
   try:
     yield
   finally:
@@ -40,11 +39,14 @@ def _terminate_as_interrupt():
 
 def run(config, workdir, mode, images=()):
   """Runs `mode`; returns the process exit status."""
-  with _terminate_as_interrupt():
-    return _run(config, workdir, mode, images)
+  from cifar_flax import train  # pylint: disable=g-import-not-at-top
+  signals = (train.StopSignal() if mode in TRAINING_MODES
+             else _terminate_as_interrupt())
+  with signals as stop:
+    return _run(config, workdir, mode, images, stop)
 
 
-def _run(config, workdir, mode, images):
+def _run(config, workdir, mode, images, stop=None):
   from cifar_flax import evaluate  # pylint: disable=g-import-not-at-top
   from cifar_flax import predict  # pylint: disable=g-import-not-at-top
   from cifar_flax import train  # pylint: disable=g-import-not-at-top
@@ -82,6 +84,8 @@ def _run(config, workdir, mode, images):
       sweep_table.write(config, workdir)
     else:
       raise ValueError(f'unknown mode {mode!r}')
+    if stop is not None:  # Came after the last safe point (say, a table).
+      stop.check('everything is finished and saved')
   except clear as e:
     print(f'error: {e}', file=sys.stderr)
     return 1

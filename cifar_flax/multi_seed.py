@@ -166,7 +166,15 @@ def check_group(config, num_seeds):
 def train_and_evaluate(config, workdirs):
   """Trains (or resumes) the seeds {seed: workdir} of `config` together,
   then evaluates each one's best checkpoint; returns {seed: eval dict}
-  (seeds that diverged are left out and have diverged.json)."""
+  (seeds that diverged are left out and have diverged.json). Signals as in
+  train.train_and_evaluate."""
+  with train.StopSignal() as stop:
+    results = _train_and_evaluate(config, workdirs, stop)
+    stop.check('the seeds are finished, saved and evaluated')
+  return results
+
+
+def _train_and_evaluate(config, workdirs, stop):
   check_group(config, len(workdirs))
   dataset, mesh = train.prepare_run(config)
   seeds = list(workdirs)
@@ -196,8 +204,9 @@ def train_and_evaluate(config, workdirs):
                      first is not None and not diverged))
     states.append(state)
   try:
+    stop.check(train.BEFORE_TRAINING)
     if any(r.active for r in runs):
-      _train(config, dataset, mesh, runs, stack(states))
+      _train(config, dataset, mesh, runs, stack(states), stop)
   finally:
     for r in runs:
       r.manager.wait_until_finished()
@@ -212,7 +221,7 @@ def train_and_evaluate(config, workdirs):
           for r in runs if not _diverged(r.workdir)}
 
 
-def _train(config, dataset, mesh, runs, states):
+def _train(config, dataset, mesh, runs, states, stop):
   states = sharding.replicate(states, mesh)
   programs = train.Programs(config, dataset, mesh)
   train_pass = make_train_pass(programs.train_step, config.batch_size,
@@ -234,24 +243,24 @@ def _train(config, dataset, mesh, runs, states):
   for r in runs:
     if r.active and jax.process_index() == 0:
       r.writer = metric_logging.MetricWriter(r.workdir)
-  with train._StopSignal() as stop:  # pylint: disable=protected-access
-    while any(r.active for r in runs):
-      t0 = time.perf_counter()
-      active = jnp.asarray([r.active for r in runs])
-      rngs = epoch_keys(seeds, jnp.asarray([r.epoch + 1 for r in runs]))
-      states, train_m = train_pass(states, *programs.train_data, rngs, active)
-      val = {i: programs.validate(take(states, i), r.seed, r.epoch + 1)
-             for i, r in enumerate(runs) if r.active}
-      jax.block_until_ready(val)
-      seconds = time.perf_counter() - t0
-      stopping = stop.received  # Read once: every seed saves, then we stop.
-      for i, val_m in val.items():
-        _end_epoch(config, runs[i], programs, take(states, i),
-                   take(train_m, i), val_m, seconds, stopping, steps_per_epoch)
-      if stopping:
-        raise KeyboardInterrupt(
-            f'{stopping}: checkpoints of every seed saved; rerun the '
-            f'same command to resume')
+  stop.check(train.BEFORE_TRAINING)  # After compiling.
+  while any(r.active for r in runs):
+    t0 = time.perf_counter()
+    active = jnp.asarray([r.active for r in runs])
+    rngs = epoch_keys(seeds, jnp.asarray([r.epoch + 1 for r in runs]))
+    states, train_m = train_pass(states, *programs.train_data, rngs, active)
+    val = {i: programs.validate(take(states, i), r.seed, r.epoch + 1)
+           for i, r in enumerate(runs) if r.active}
+    jax.block_until_ready(val)
+    seconds = time.perf_counter() - t0
+    stopping = stop.received  # Read once: every seed saves, then we stop.
+    for i, val_m in val.items():
+      _end_epoch(config, runs[i], programs, take(states, i),
+                 take(train_m, i), val_m, seconds, stopping, steps_per_epoch)
+    if stopping:
+      raise KeyboardInterrupt(
+          f'{stopping}: checkpoints of every seed saved; rerun the '
+          f'same command to resume')
 
 
 def _end_epoch(config, run, programs, state, train_m, val_m, seconds, stopping,

@@ -5,6 +5,7 @@ import functools
 import math
 import os
 import signal
+import threading
 import time
 from typing import Any
 
@@ -275,15 +276,30 @@ def _check_finite(epoch, row, state, best_epoch, finite=None):
       f'{kept}', epoch)
 
 
-class _StopSignal:
-  """Turns SIGTERM/SIGINT into a flag checked between epochs."""
+class StopSignal:
+  """SIGTERM/SIGINT as a flag that training reads at safe points: after
+  reading the data, after compiling, after each epoch (whose checkpoint is
+  saved first) and at the end. Raising KeyboardInterrupt from the handler
+  instead could land inside an XLA compile (a crash at exit), inside a
+  garbage-collection callback (where Python drops it) or inside the last
+  checkpoint's save. A second signal raises at once, keeping what was saved.
+  A nested block shares the outermost one: cli.run installs one around the
+  training modes, so a signal anywhere in them is seen."""
+  _active = None
 
   def __init__(self):
     self.received = None
+    self._outer = None
 
   def __enter__(self):
-    self._old = {s: signal.signal(s, self._handle)
-                 for s in (signal.SIGTERM, signal.SIGINT)}
+    if StopSignal._active is not None:
+      self._outer = StopSignal._active
+      return self._outer
+    self._old = {}
+    if threading.current_thread() is threading.main_thread():  # Else none.
+      self._old = {s: signal.signal(s, self._handle)
+                   for s in (signal.SIGTERM, signal.SIGINT)}
+      StopSignal._active = self
     return self
 
   def _handle(self, signum, frame):
@@ -291,13 +307,22 @@ class _StopSignal:
     if self.received is not None:  # A second signal: stop now.
       raise KeyboardInterrupt
     self.received = signal.Signals(signum).name
-    logging.warning('%s received: saving a checkpoint after this epoch (a '
-                    'second signal stops at once, keeping the last one)',
-                    self.received)
+    logging.warning('%s received: stopping at the next safe point (after the '
+                    'epoch in progress, saved); a second signal stops at '
+                    'once, keeping what was saved', self.received)
 
   def __exit__(self, *exc):
+    if self._outer is not None:
+      return
     for s, h in self._old.items():
       signal.signal(s, h)
+    if self._old:
+      StopSignal._active = None
+
+  def check(self, what):
+    """Raises KeyboardInterrupt('<signal>: `what`') if a signal came."""
+    if self.received:
+      raise KeyboardInterrupt(f'{self.received}: {what}')
 
 
 # --- The driver ------------------------------------------------------------------
@@ -325,11 +350,27 @@ def prepare_run(config, clock=None):
   return dataset, mesh
 
 
+BEFORE_TRAINING = ('stopped before this attempt trained an epoch; saved '
+                   'checkpoints are kept; rerun the same command to resume')
+
+
 def train_and_evaluate(config, workdir):
   """Trains (or resumes) the run in `workdir`, then evaluates its best
-  checkpoint on the test set. Returns the evaluation dict."""
+  checkpoint on the test set. Returns the evaluation dict. SIGTERM/SIGINT
+  stop it at the next safe point (StopSignal); one that comes once the last
+  epoch has begun lets the run finish and be evaluated, then stops (a sweep
+  stops there)."""
+  with StopSignal() as stop:
+    result = _train_and_evaluate(config, workdir, stop)
+    stop.check(f'the run is finished, saved and evaluated '
+               f'({os.path.join(workdir, workdir_lib.EVAL_FILE)})')
+  return result
+
+
+def _train_and_evaluate(config, workdir, stop):
   clock = _PhaseClock()
   dataset, mesh = prepare_run(config, clock)
+  stop.check(BEFORE_TRAINING)
   # Only a valid config creates (or touches) the workdir.
   changed = workdir_lib.prepare(
       workdir, config, ignore_keys=config_checks.RESUMABLE_KEYS,
@@ -358,37 +399,35 @@ def train_and_evaluate(config, workdir):
     best = manager.best_step()
     manager.close()
     return _finished_result(config, workdir, dataset, best)
-  programs = Programs(config, dataset, mesh)
-  clock.lap('workdir and data on device')
-  # The passes compile while a fresh run initialises its state.
-  with concurrent.futures.ThreadPoolExecutor(1) as pool:
-    compiling = pool.submit(programs.compile, abstract_state,
-                            _epoch_key(config.seed, first_epoch))
-    restored = first_epoch > 1
-    state = sharding.replicate(state, mesh) if restored else init(key)
-    compile_s = compiling.result()
-  clock.lap('compile (and init)')
-  logging.info('compile: %s s (%s form, %d device(s))', compile_s,
-               programs.form, mesh.devices.size)
-  writer = metric_logging.MetricWriter(workdir if jax.process_index() == 0
-                                       else None)
+  writer = None
   try:
-    with _StopSignal() as stop:
-      _train_epochs(config, workdir, programs, manager, writer, state,
-                    stopper, history, first_epoch, stop, clock)
-  finally:
+    programs = Programs(config, dataset, mesh)
+    clock.lap('workdir and data on device')
+    # The passes compile while a fresh run initialises its state.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+      compiling = pool.submit(programs.compile, abstract_state,
+                              _epoch_key(config.seed, first_epoch))
+      restored = first_epoch > 1
+      state = sharding.replicate(state, mesh) if restored else init(key)
+      compile_s = compiling.result()
+    clock.lap('compile (and init)')
+    stop.check(BEFORE_TRAINING)
+    logging.info('compile: %s s (%s form, %d device(s))', compile_s,
+                 programs.form, mesh.devices.size)
+    writer = metric_logging.MetricWriter(workdir if jax.process_index() == 0
+                                         else None)
+    _train_epochs(config, workdir, programs, manager, writer, state,
+                  stopper, history, first_epoch, stop, clock)
+  finally:  # The last checkpoint's save completes, a signal or not.
     manager.wait_until_finished()
     manager.close()
-    writer.close()
+    if writer is not None:
+      writer.close()
   clock.lap('checkpoints and logs')
   from cifar_flax import evaluate  # pylint: disable=g-import-not-at-top
   result = evaluate.evaluate(config, workdir, dataset=dataset)
   clock.lap('test evaluation')
   print(f'time after start-up imports: {clock.summary()}')
-  if stop.received:  # In the last epoch: the run ended anyway; a sweep stops.
-    raise KeyboardInterrupt(
-        f'{stop.received}: received in the last epoch; the run is finished, '
-        f'saved and evaluated ({os.path.join(workdir, workdir_lib.EVAL_FILE)})')
   return result
 
 

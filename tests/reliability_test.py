@@ -165,12 +165,20 @@ def test_same_config_and_seed_give_identical_runs(reference, run_flags,
 def test_first_ctrl_c_asks_for_a_stop_and_the_second_stops_at_once():
   from cifar_flax import train  # pylint: disable=g-import-not-at-top
   before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-  with train._StopSignal() as stop:  # pylint: disable=protected-access
+  with train.StopSignal() as stop:
     os.kill(os.getpid(), signal.SIGINT)
     assert stop.received == 'SIGINT'  # Noted; the epoch goes on.
+    with train.StopSignal() as inner:  # Nested: the same one.
+      assert inner is stop
+    assert signal.getsignal(signal.SIGINT) == stop._handle  # pylint: disable=protected-access
+    with pytest.raises(KeyboardInterrupt, match='SIGINT: at a safe point'):
+      stop.check('at a safe point')
     with pytest.raises(KeyboardInterrupt):
       os.kill(os.getpid(), signal.SIGINT)
   assert {s: signal.getsignal(s) for s in before} == before
+  with train.StopSignal() as stop:  # A fresh one after the first ended.
+    assert stop.received is None
+    stop.check('nothing to stop')
 
 
 def test_sigterm_then_sigkill_then_rerun_ends_like_uninterrupted(

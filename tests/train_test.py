@@ -374,6 +374,43 @@ def test_a_change_that_ends_an_unfinished_run_is_recorded(tmp_path, tiny_config,
   assert not multi_seed.is_done(workdir, tiny_config)
 
 
+def test_signals_wait_for_a_safe_point(tmp_path, tiny_config, monkeypatch):
+  """A signal while compiling stops the run once compiled, before an epoch;
+  one as the last epoch's checkpoint is saved lets the save complete and the
+  run be evaluated, then stops it."""
+  import signal  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'run')
+  compile_ = train.Programs.compile
+
+  def signal_while_compiling(self, *args):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return compile_(self, *args)
+  monkeypatch.setattr(train.Programs, 'compile', signal_while_compiling)
+  with pytest.raises(KeyboardInterrupt,
+                     match='SIGTERM: stopped before this attempt trained an '
+                     'epoch'):
+    train.train_and_evaluate(tiny_config, workdir)
+  assert not os.path.exists(os.path.join(workdir, 'history.json'))
+  assert not os.listdir(os.path.join(workdir, 'checkpoints'))
+  monkeypatch.undo()
+
+  save = train.save_epoch
+
+  def signal_while_saving_the_last(*args, **kwargs):
+    save(*args, **kwargs)  # Orbax writes it in a thread of its own.
+    if args[8]['epoch'] == tiny_config.num_epochs:  # args[8]: the row.
+      os.kill(os.getpid(), signal.SIGTERM)
+  monkeypatch.setattr(train, 'save_epoch', signal_while_saving_the_last)
+  with pytest.raises(KeyboardInterrupt,
+                     match='SIGTERM: the run is finished, saved and evaluated'):
+    train.train_and_evaluate(tiny_config, workdir)
+  steps = sorted(int(n) for n in os.listdir(os.path.join(
+      workdir, 'checkpoints')) if n.isdigit())
+  assert steps[-1] == tiny_config.num_epochs
+  ev = json.load(open(os.path.join(workdir, 'eval.json')))
+  assert ev['num_examples'] == 120
+
+
 def test_scan_form_resumes_like_an_uninterrupted_run(tmp_path, tiny_config,
                                                      xla_cache_dir):
   """Scan form compiles against the abstract state and restores into it: 2
