@@ -153,5 +153,5 @@ def record_config_change(workdir, config, fields):
                   for k in fields})
   write_json(changes_path, changes)
   write_json(path, new)
-  print(f'{workdir}: continuing with changed config fields '
-        f'{", ".join(fields)} (previous values in {CONFIG_CHANGES_FILE})')
+  print(f'{workdir}: config fields {", ".join(fields)} changed (previous '
+        f'values in {CONFIG_CHANGES_FILE})')

@@ -240,7 +240,7 @@ def test_rerunning_a_finished_run_changes_nothing(reference, run_flags):
       '--config.learning_rate=0.5', '--config.allow_config_change=True'])
   assert rc == 0, out + err
   assert 'this run has already finished; nothing changed' in out
-  assert 'continuing with changed config fields' not in out
+  assert 'config fields' not in out and 'changed (previous values' not in out
   assert _snapshot(reference) == before
 
 

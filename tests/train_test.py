@@ -345,7 +345,7 @@ def test_launching_the_next_epoch_early_changes_nothing(
 
 
 def test_a_change_that_ends_an_unfinished_run_is_recorded(tmp_path, tiny_config,
-                                                          monkeypatch):
+                                                          monkeypatch, capsys):
   """A run stopped after epoch 2 of 3, rerun with num_epochs=2 (allowed),
   is finished: it is evaluated, the change recorded, and the sweep counts
   it done; with 3 epochs again it is not."""
@@ -363,7 +363,12 @@ def test_a_change_that_ends_an_unfinished_run_is_recorded(tmp_path, tiny_config,
     train.train_and_evaluate(tiny_config, workdir)
   monkeypatch.undo()
   tiny_config.update(num_epochs=2, allow_config_change=True)
+  capsys.readouterr()
   result = train.train_and_evaluate(tiny_config, workdir)
+  said = capsys.readouterr().out
+  assert (f'{workdir}: config fields num_epochs changed (previous values in '
+          'config_changes.json)') in said
+  assert 'training has already finished; evaluating its best' in said
   assert json.load(open(os.path.join(workdir, 'eval.json'))) == result
   assert json.load(open(os.path.join(workdir, 'config_changes.json'))) == [
       {'num_epochs': {'old': 3, 'new': 2}}]
