@@ -90,8 +90,13 @@ def _run(config, workdir, mode, images, stop=None):
     print(f'error: {e}', file=sys.stderr)
     return 1
   except KeyboardInterrupt as e:
-    print(f'interrupted: {e}' if str(e) else
-          'interrupted: the latest saved checkpoint is kept; rerun the same '
-          'command to resume', file=sys.stderr)
+    if str(e):
+      said = str(e)
+    elif mode in TRAINING_MODES:  # A second signal: at once.
+      said = ('the latest saved checkpoint is kept; rerun the same command '
+              'to resume')
+    else:
+      said = f'--mode={mode} stopped before it finished'
+    print(f'interrupted: {said}', file=sys.stderr)
     return 130
   return 0

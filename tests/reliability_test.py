@@ -510,3 +510,15 @@ def test_atomic_writes_keep_the_old_file_when_cut_short(tmp_path):
     f.write('new')
   assert open(path).read() == 'new'
   assert os.listdir(tmp_path) == ['paper_table.csv']
+
+
+def test_sigterm_outside_training_stops_with_one_line(tiny_config, tmp_path,
+                                                      capsys, monkeypatch):
+  from cifar_flax import evaluate  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(evaluate, 'evaluate', lambda *a: os.kill(
+      os.getpid(), signal.SIGTERM))
+  before = signal.getsignal(signal.SIGTERM)
+  assert cli.run(tiny_config, str(tmp_path), 'eval') == 130
+  assert capsys.readouterr().err == (
+      'interrupted: --mode=eval stopped before it finished\n')
+  assert signal.getsignal(signal.SIGTERM) == before
