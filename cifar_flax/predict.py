@@ -32,8 +32,12 @@ def _to_rgb(image):
   """Any PIL mode -> 'RGB'; transparent pixels become white."""
   if image.mode in ('I', 'I;16', 'I;16B', 'I;16L', 'F'):  # 16/32-bit gray.
     a = np.asarray(image, np.float64)
-    a = a / 257.0 if a.max() > 255 else a
-    image = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), 'L')
+    # 16-bit modes span 0-65535, however dark the photo; 'I' and 'F' say
+    # nothing of their range: read as 16-bit if above 255, else as 8-bit.
+    if image.mode.startswith('I;16') or a.max() > 255:
+      a = a / 257.0
+    image = Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8),
+                            'L')
   if image.mode in ('RGBA', 'LA', 'PA') or 'transparency' in image.info:
     rgba = image.convert('RGBA')
     white = Image.new('RGBA', rgba.size, (255, 255, 255, 255))

@@ -171,6 +171,15 @@ def test_load_image_reads_every_mode(tmp_path):
   wide16.save(tmp_path / 'deep.png')
   _, deep = predict.load_image(str(tmp_path / 'deep.png'))
   assert deep.min() == 255
+  # A dark 16-bit photo stays dark: 25700 of 65535 is 100 of 255, and 200
+  # (below 256, which an 8-bit guess would read as 200 of 255) is 1.
+  for value, want in ((25700, 100), (200, 1)):
+    Image.fromarray(np.full((8, 8), value, np.uint16)).save(
+        tmp_path / 'dark.png')
+    with Image.open(tmp_path / 'dark.png') as im:
+      assert im.mode == 'I;16'
+    _, dark = predict.load_image(str(tmp_path / 'dark.png'))
+    assert dark.min() == dark.max() == want, value
 
 
 def test_a_large_photo_is_drawn_reduced(tmp_path, monkeypatch):
