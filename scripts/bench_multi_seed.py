@@ -53,6 +53,7 @@ def main(argv):
   config = FLAGS.config
   if FLAGS.epochs < 2:
     raise app.UsageError('--epochs must be at least 2')
+  train.setup_jax(config)  # prng_impl, xla_flags, the compilation cache.
   rng = np.random.default_rng(0)
   images = jnp.asarray(rng.integers(0, 256, (FLAGS.images, 32, 32, 3),
                                     dtype=np.uint8))
@@ -62,8 +63,9 @@ def main(argv):
                            aug_config=config.augment)
   form = loop.loop_form(config.loop)
   model = models.create_model(config, 100)
-  init = lambda s: train.create_train_state(config, model, jax.random.key(s))
   steps = loop.num_batches(FLAGS.images, config.batch_size)
+  init = lambda s: train.create_train_state(  # SGD's schedule needs steps.
+      config, model, jax.random.key(s), steps_per_epoch=steps)
   print(f'{jax.devices()[0].device_kind}, {config.model}, batch '
         f'{config.batch_size}, {FLAGS.images} images ({steps} steps), '
         f'{form} form')

@@ -10,8 +10,15 @@
 # (the seeds' JSON under results/h200/*/table/) and trains $ROWS (a Python
 # tuple, e.g. ROWS='("rmsprop","elu")'; default: every row).
 set -uo pipefail
-data=$1; out=$2; shift 2
+data=$(realpath -m "$1"); out=$(realpath -m "$2"); shift 2
+cd "$(dirname "$0")/.."  # main.py, configs/ and results/ are read from here.
 steps=${*:-bench final final_bf16 report fast fast_long table}
+for step in $steps; do  # A misspelt step fails before any step runs.
+  case $step in
+    bench|final|final_bf16|report|fast|fast_long|table) ;;
+    *) echo "unknown step $step" >&2; exit 2 ;;
+  esac
+done
 extra=${EXTRA:-}
 mkdir -p "$out"
 run() {  # run STEP ARGS...: one main.py command, timed, logged.
