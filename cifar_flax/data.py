@@ -216,7 +216,14 @@ def load_tfds(label_type='fine', data_dir=None):
 def _read_tfds(label_type, data_dir):
   """load_tfds's tuple plus the coarse class names."""
   _label_keys(label_type)
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ImportError as e:  # As on machines without TensorFlow.
+    raise DataError(
+        f'no --config.data_dir given, and the tensorflow-datasets source '
+        f'cannot load ({type(e).__name__}: {e}): give '
+        f'--config.data_dir=PATH, where PATH holds {ARCHIVE_NAME} or '
+        f'{FOLDER_NAME}/, or install requirements.txt') from e
   label_key = 'label' if label_type == 'fine' else 'coarse_label'
   splits = {}
   builder = tfds.builder('cifar100', data_dir=data_dir or None)

@@ -228,6 +228,19 @@ def test_tfds_source_restores_the_files_order(tiny_config, monkeypatch):
   assert ds.fine_to_coarse.tolist() == [i // 5 for i in range(100)]
 
 
+def test_tfds_path_without_tensorflow_is_one_clear_error(tiny_config,
+                                                         monkeypatch):
+  # As on the GPU machines, which have no TensorFlow.
+  monkeypatch.setitem(sys.modules, 'tensorflow_datasets', None)
+  tiny_config.data_dir = ''
+  with pytest.raises(data.DataError,
+                     match=r'no --config.data_dir given, and the '
+                     r'tensorflow-datasets source cannot load '
+                     r'\(ModuleNotFoundError.*give --config.data_dir=PATH, '
+                     r'where PATH holds cifar-100-python.tar.gz'):
+    data.load_dataset(tiny_config)
+
+
 def test_tfds_examples_without_file_indices_are_refused(tiny_config,
                                                         monkeypatch):
   tfds = pytest.importorskip('tensorflow_datasets')
