@@ -432,20 +432,32 @@ def _train_and_evaluate(config, workdir, stop):
 
 
 class _PhaseClock:
-  """Wall seconds per phase of a run, for the closing 'time' line."""
+  """Wall seconds per phase of a run, for the closing 'time' line. A lap can
+  say what the host did `during` it while the device worked on the phase
+  (e.g. writing checkpoints while the next epoch runs): the host's seconds
+  are reported inside that phase, never added to the total twice."""
 
   def __init__(self):
     self.seconds = {}
+    self.during = {}
     self._t = time.perf_counter()
 
-  def lap(self, phase):
+  def lap(self, phase, during=None):
     now = time.perf_counter()
     self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._t
     self._t = now
+    if during:
+      inner = self.during.setdefault(phase, {})
+      inner[during[0]] = inner.get(during[0], 0.0) + during[1]
 
   def summary(self):
     total = sum(self.seconds.values())
-    return ', '.join(f'{k} {v:.1f} s' for k, v in self.seconds.items()) + (
+    def phase(k, v):
+      inner = ''.join(f' (of which the host wrote {name} for {s:.1f} s while '
+                      f'the device ran the next epoch)'
+                      for name, s in self.during.get(k, {}).items())
+      return f'{k} {v:.1f} s{inner}'
+    return ', '.join(phase(k, v) for k, v in self.seconds.items()) + (
         f'; total {total:.1f} s')
 
 
@@ -603,6 +615,7 @@ def _train_epochs(config, workdir, programs, manager, writer, state, stopper,
     pending = None
     if ahead and not (finished or stopping):
       pending = launch(state, epoch + 1)
+    writing = time.perf_counter()
     save_epoch(config, workdir, manager, writer, programs, state, stopper,
                history, row, improved, finished, steps_per_epoch,
                force_save=stopping)
@@ -613,7 +626,12 @@ def _train_epochs(config, workdir, programs, manager, writer, state, stopper,
           f'{report["steps_per_sec"]:.1f} steps/s  ETA '
           f'{metric_logging.format_duration(report["eta_seconds"])}'
           + ('  *best*' if improved else ''), flush=True)
-    clock.lap('checkpoints and logs')
+    if pending is None:
+      clock.lap('checkpoints and logs')
+    else:  # The device ran the next epoch meanwhile: its time, not the host's.
+      clock.lap('epochs (train and validation)',
+                during=('checkpoints and logs',
+                        time.perf_counter() - writing))
     if stopping and not finished:
       manager.wait_until_finished()
       raise KeyboardInterrupt(

@@ -3,6 +3,8 @@
 import functools
 import json
 import os
+import re
+import time
 
 import jax
 import jax.numpy as jnp
@@ -436,3 +438,28 @@ def test_scan_form_resumes_like_an_uninterrupted_run(tmp_path, tiny_config,
   assert [r['epoch'] for r in histories['resumed']] == [1, 2, 3]
   assert histories['resumed'] == histories['whole']
   assert histories['resumed_eval'] == histories['whole_eval']
+
+
+def test_time_line_counts_writing_during_an_epoch_as_the_epoch(
+    tmp_path, tiny_config, xla_cache_dir, monkeypatch, capsys):
+  """In scan form epoch e's checkpoint is written while epoch e+1 runs: that
+  wall time is the epoch's (the device is busy), the writing is named inside
+  it, and only the last epoch's writing is 'checkpoints and logs'."""
+  tiny_config.loop = 'scan'
+  tiny_config.num_epochs = 2
+  tiny_config.compilation_cache_dir = xla_cache_dir
+  save = train.save_epoch
+  def slow_save(*args, **kwargs):
+    time.sleep(0.5)
+    return save(*args, **kwargs)
+  monkeypatch.setattr(train, 'save_epoch', slow_save)
+  train.train_and_evaluate(tiny_config, str(tmp_path / 'run'))
+  line, = [l for l in capsys.readouterr().out.splitlines()
+           if l.startswith('time after start-up imports:')]
+  seconds = lambda pattern: float(re.search(pattern, line).group(1))
+  epochs = seconds(r'epochs \(train and validation\) ([\d.]+) s')
+  written = seconds(r'the host wrote checkpoints and logs for ([\d.]+) s')
+  after = seconds(r'while the device ran the next epoch\), checkpoints and '
+                  r'logs ([\d.]+) s')
+  assert 0.5 <= written <= epochs, line  # Epoch 1's writing, inside epoch 2.
+  assert after >= 0.5, line  # Epoch 2's, with nothing left to overlap.
