@@ -20,9 +20,10 @@ def _reduce_window_pool(x):
   return nn.max_pool(x, (2, 2), strides=(2, 2))
 
 
-# config.max_pool: two implementations of one function (values and gradients
-# bitwise equal; see cifar_flax/pooling.py).
+# config.max_pool: three implementations of one function (values and
+# gradients bitwise equal; see cifar_flax/pooling.py).
 MAX_POOLS = {'fused': pooling.max_pool_2x2,
+             'fused_select': pooling.max_pool_2x2_select,
              'reduce_window': _reduce_window_pool}
 
 

@@ -21,15 +21,21 @@ def _windows(x):
   return x.reshape(n, h // 2, 2, w // 2, 2, c)
 
 
-@jax.custom_vjp
-def max_pool_2x2(x):
+def _max_2x2(x):
   """(N, H, W, C) -> (N, H // 2, W // 2, C), the max of each 2x2 window."""
   return _windows(x).max(axis=(2, 4))
 
 
-def _fwd(x):
-  y = max_pool_2x2(x)
-  return y, (x, y)
+def _with_gradient(bwd):
+  """_max_2x2 with `bwd` as its gradient."""
+  pool = jax.custom_vjp(_max_2x2)
+
+  def fwd(x):
+    y = _max_2x2(x)
+    return y, (x, y)
+
+  pool.defvjp(fwd, bwd)
+  return pool
 
 
 def _bwd(res, g):
@@ -50,4 +56,28 @@ def _bwd(res, g):
   return (jnp.pad(grad, ((0, 0), (0, h % 2), (0, w % 2), (0, 0))),)
 
 
-max_pool_2x2.defvjp(_fwd, _bwd)
+def _bwd_select(res, g):
+  """The same gradient as one select over the windows (no stack or
+  concatenate); XLA may fuse it differently."""
+  x, y = res
+  win = _windows(x)                         # (n, h2, 2, w2, 2, c)
+  yb, gb = y[:, :, None, :, None], g[:, :, None, :, None]
+  hit = [[win[:, :, a:a + 1, :, b:b + 1] == yb for b in range(2)]
+         for a in range(2)]
+  # The first maximum in row-major order (0,0), (0,1), (1,0), (1,1).
+  first = [[hit[0][0], hit[0][1] & ~hit[0][0]],
+           [hit[1][0] & ~(hit[0][0] | hit[0][1]),
+            ~(hit[0][0] | hit[0][1] | hit[1][0])]]
+  a = jax.lax.broadcasted_iota(jnp.int32, win.shape, 2)
+  b = jax.lax.broadcasted_iota(jnp.int32, win.shape, 4)
+  take = jnp.where(a == 0, jnp.where(b == 0, first[0][0], first[0][1]),
+                   jnp.where(b == 0, first[1][0], first[1][1]))
+  grad = jnp.where(take, gb, jnp.zeros_like(gb))
+  n, h, w, c = x.shape
+  grad = grad.reshape(n, h // 2 * 2, w // 2 * 2, c)
+  return (jnp.pad(grad, ((0, 0), (0, h % 2), (0, w % 2), (0, 0))),)
+
+
+# config.max_pool='fused' and 'fused_select': the same values and gradients.
+max_pool_2x2 = _with_gradient(_bwd)
+max_pool_2x2_select = _with_gradient(_bwd_select)

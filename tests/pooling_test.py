@@ -1,4 +1,4 @@
-"""The fused 2x2 max pool equals flax's reduce_window pool, gradients too."""
+"""The fused 2x2 max pools equal flax's reduce_window pool, gradients too."""
 
 import flax.linen as nn
 import jax
@@ -17,30 +17,36 @@ def _grad(pool, x, g):
   return jax.grad(lambda x: (pool(x) * g).sum())(x)
 
 
+POOLS = [pooling.max_pool_2x2, pooling.max_pool_2x2_select]
+
+
+@pytest.mark.parametrize('pool', POOLS)
 @pytest.mark.parametrize('shape', [(2, 8, 8, 3), (1, 5, 7, 2)])
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
-def test_values_and_gradients_equal_reduce_window_with_ties(shape, dtype):
+def test_values_and_gradients_equal_reduce_window_with_ties(shape, dtype, pool):
   k1, k2 = jax.random.split(jax.random.key(0))
   # Few distinct values: most windows hold ties, several of them at the max.
   x = jax.random.randint(k1, shape, 0, 3).astype(dtype)
   g = jax.random.normal(k2, _reference(x).shape).astype(dtype)
-  np.testing.assert_array_equal(pooling.max_pool_2x2(x), _reference(x))
-  got = _grad(pooling.max_pool_2x2, x, g)
+  np.testing.assert_array_equal(pool(x), _reference(x))
+  got = _grad(pool, x, g)
   want = _grad(_reference, x, g)
   assert got.dtype == want.dtype and got.shape == x.shape
   np.testing.assert_array_equal(got, want)
   # Each window passes its gradient to exactly one element (the first max).
-  hits = (_grad(pooling.max_pool_2x2, x, jnp.ones_like(g)) != 0)
+  hits = (_grad(pool, x, jnp.ones_like(g)) != 0)
   assert int(hits.sum()) == int(np.prod(g.shape))
 
 
-def test_first_maximum_in_row_major_order_gets_the_gradient():
+@pytest.mark.parametrize('pool', POOLS)
+def test_first_maximum_in_row_major_order_gets_the_gradient(pool):
   x = jnp.array([[5., 1.], [5., 5.]]).reshape(1, 2, 2, 1)
-  got = _grad(pooling.max_pool_2x2, x, jnp.full((1, 1, 1, 1), 3.))
+  got = _grad(pool, x, jnp.full((1, 1, 1, 1), 3.))
   np.testing.assert_array_equal(got[0, :, :, 0], [[3., 0.], [0., 0.]])
 
 
-def test_under_vmap_and_jit():
+@pytest.mark.parametrize('pool', POOLS)
+def test_under_vmap_and_jit(pool):
   x = jax.random.normal(jax.random.key(1), (3, 2, 4, 4, 5))
   f = lambda pool: jax.jit(jax.vmap(jax.grad(lambda x: pool(x).sum())))
-  np.testing.assert_array_equal(f(pooling.max_pool_2x2)(x), f(_reference)(x))
+  np.testing.assert_array_equal(f(pool)(x), f(_reference)(x))
