@@ -138,9 +138,11 @@ def get_config():
   # 'auto' (scan an epoch inside jit on GPU/TPU, a per-step jit loop on CPU,
   # where XLA runs scanned steps ~20x slower), 'scan' or 'step'.
   config.loop = 'auto'
-  # Steps per iteration of the scanned epoch (lax.scan's unroll); 2 measured
-  # 1.040 s/epoch against 1.053 for 1 (cnn9 fp32, H200).
-  config.scan_unroll = 2
+  # Steps per iteration of the scanned epoch (lax.scan's unroll). cnn9 fp32 on
+  # an H200 (README, Performance): 2 ran 1% faster epochs (0.935 against 0.944
+  # s) but compiled 12.5 s against 6.9 s from an empty cache, so 1 is faster
+  # for any run under ~600 epochs.
+  config.scan_unroll = 1
   # JAX's PRNG for augmentation and dropout: 'threefry2x32' (JAX's default)
   # or 'rbg' / 'unsafe_rbg' (cheaper random bits on GPU). Each is deterministic per seed, but
   # they draw different numbers; rbg also draws differently under jax.vmap, so
