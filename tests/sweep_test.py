@@ -155,9 +155,11 @@ def test_table_names_partial_and_diverged_rows(tmp_path):
   seed diverged reads 'diverged', not 'not yet measured'."""
   from cifar_flax import multi_seed  # pylint: disable=g-import-not-at-top
   config = paper_table.get_config()
-  # cnn5: seeds 0-2; adam_lr1e4: seed 0 only.
-  shutil.copytree(os.path.join(ROOT, 'results', 'h200', '2026-11-26c',
-                               'table'), tmp_path, dirs_exist_ok=True)
+  # cnn5: seeds 0-2; adam_lr1e4: seed 0 only (lease c's final run).
+  lease_c = os.path.join(ROOT, 'results', 'h200', '2026-11-26c')
+  shutil.copytree(os.path.join(lease_c, 'table'), tmp_path, dirs_exist_ok=True)
+  shutil.copytree(os.path.join(lease_c, 'final'),
+                  tmp_path / 'adam_lr1e4' / 'seed_0')
   for seed in config.seeds:
     seed_dir = tmp_path / 'adam_lr1e2' / f'seed_{seed}'
     seed_dir.mkdir(parents=True)
