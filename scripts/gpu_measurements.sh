@@ -33,7 +33,7 @@ for step in $steps; do
   case $step in
     bench) run bench --config=configs/final.py --mode=benchmark --workdir="$out/bench" ;;
     final) run final --config=configs/final.py --config.data_dir="$data" --workdir="$out/final" ;;
-    final_bf16) run final_bf16 --config=configs/final.py --config.data_dir="$data" --workdir="$out/final_bf16" --config.dtype=bfloat16 ;;
+    final_bf16) run final_bf16 --config=configs/final.py --config.data_dir="$data" --workdir="$out/final_bf16" --config.dtype=bfloat16 --config.max_pool=fused_select --config.pad_input_channels=8 ;;
     report) run report --config=configs/final.py --config.data_dir="$data" --workdir="$out/final" --mode=report ;;
     fast) run fast --config=configs/fast.py --config.data_dir="$data" --workdir="$out/fast" --mode=timed ;;
     fast_long) run fast_long --config=configs/fast_long.py --config.data_dir="$data" --workdir="$out/fast_long" --mode=timed ;;
