@@ -434,8 +434,9 @@ def _train_and_evaluate(config, workdir, stop):
 class _PhaseClock:
   """Wall seconds per phase of a run, for the closing 'time' line. A lap can
   say what the host did `during` it while the device worked on the phase
-  (e.g. writing checkpoints while the next epoch runs): the host's seconds
-  are reported inside that phase, never added to the total twice."""
+  (writing checkpoints while the next epoch runs): (what, seconds, whether
+  the device had finished before the host). The host's seconds are reported
+  inside that phase, never added to the total twice."""
 
   def __init__(self):
     self.seconds = {}
@@ -447,15 +448,19 @@ class _PhaseClock:
     self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._t
     self._t = now
     if during:
-      inner = self.during.setdefault(phase, {})
-      inner[during[0]] = inner.get(during[0], 0.0) + during[1]
+      name, seconds, waited = during
+      laps = self.during.setdefault(phase, {}).setdefault(name, [0.0, 0, 0])
+      laps[0] += seconds
+      laps[1] += 1
+      laps[2] += bool(waited)
 
   def summary(self):
     total = sum(self.seconds.values())
     def phase(k, v):
-      inner = ''.join(f' (of which the host wrote {name} for {s:.1f} s while '
-                      f'the device ran the next epoch)'
-                      for name, s in self.during.get(k, {}).items())
+      inner = ''.join(
+          f' (of which the host wrote {name} for {s:.1f} s while the device '
+          f'ran the next epoch; the device finished first and waited {w} of '
+          f'{n} times)' for name, (s, n, w) in self.during.get(k, {}).items())
       return f'{k} {v:.1f} s{inner}'
     return ', '.join(phase(k, v) for k, v in self.seconds.items()) + (
         f'; total {total:.1f} s')
@@ -628,10 +633,13 @@ def _train_epochs(config, workdir, programs, manager, writer, state, stopper,
           + ('  *best*' if improved else ''), flush=True)
     if pending is None:
       clock.lap('checkpoints and logs')
-    else:  # The device ran the next epoch meanwhile: its time, not the host's.
+    else:  # The device ran the next epoch meanwhile: its time, not the host's,
+      # unless it finished first and waited (counted, as the host can't tell
+      # when it finished).
+      waited = all(a.is_ready() for a in jax.tree.leaves(pending[2:4]))
       clock.lap('epochs (train and validation)',
                 during=('checkpoints and logs',
-                        time.perf_counter() - writing))
+                        time.perf_counter() - writing, waited))
     if stopping and not finished:
       manager.wait_until_finished()
       raise KeyboardInterrupt(

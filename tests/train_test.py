@@ -444,13 +444,16 @@ def test_time_line_counts_writing_during_an_epoch_as_the_epoch(
     tmp_path, tiny_config, xla_cache_dir, monkeypatch, capsys):
   """In scan form epoch e's checkpoint is written while epoch e+1 runs: that
   wall time is the epoch's (the device is busy), the writing is named inside
-  it, and only the last epoch's writing is 'checkpoints and logs'."""
+  it, with how often the device finished first, and only the last epoch's
+  writing is 'checkpoints and logs'."""
   tiny_config.loop = 'scan'
   tiny_config.num_epochs = 2
   tiny_config.compilation_cache_dir = xla_cache_dir
   save = train.save_epoch
   def slow_save(*args, **kwargs):
-    time.sleep(0.5)
+    row = args[8]
+    # Epoch 1's writing outlasts epoch 2 (which runs meanwhile) for sure.
+    time.sleep(0.5 + (2 * row['epoch_seconds'] if row['epoch'] == 1 else 0))
     return save(*args, **kwargs)
   monkeypatch.setattr(train, 'save_epoch', slow_save)
   train.train_and_evaluate(tiny_config, str(tmp_path / 'run'))
@@ -459,7 +462,19 @@ def test_time_line_counts_writing_during_an_epoch_as_the_epoch(
   seconds = lambda pattern: float(re.search(pattern, line).group(1))
   epochs = seconds(r'epochs \(train and validation\) ([\d.]+) s')
   written = seconds(r'the host wrote checkpoints and logs for ([\d.]+) s')
-  after = seconds(r'while the device ran the next epoch\), checkpoints and '
-                  r'logs ([\d.]+) s')
+  after = seconds(r'of 1 times\), checkpoints and logs ([\d.]+) s')
   assert 0.5 <= written <= epochs, line  # Epoch 1's writing, inside epoch 2.
   assert after >= 0.5, line  # Epoch 2's, with nothing left to overlap.
+  assert 'the device finished first and waited 1 of 1 times' in line, line
+
+
+def test_phase_clock_reports_overlapped_work_once():
+  clock = train._PhaseClock()  # pylint: disable=protected-access
+  clock.lap('a')
+  for waited in (True, False, False):
+    clock.lap('epochs', during=('writing', 0.25, waited))
+  clock.seconds = {'a': 1.0, 'epochs': 3.0}
+  assert clock.summary() == (
+      'a 1.0 s, epochs 3.0 s (of which the host wrote writing for 0.8 s while '
+      'the device ran the next epoch; the device finished first and waited 1 '
+      'of 3 times); total 4.0 s')
