@@ -7,8 +7,10 @@ forward pass is a reshape and a max over each 2x2 window, and the gradient is
 written out: each window's upstream gradient goes to the FIRST maximum in
 row-major order, exactly where `select_and_scatter` (and Keras' MaxPool2D)
 sends it. Values and gradients are bitwise those of `nn.max_pool(x, (2, 2),
-strides=(2, 2))`, ties included (tests/pooling_test.py). Like 'VALID'
-padding, a trailing odd row or column is dropped.
+strides=(2, 2))`, ties included (tests/pooling_test.py), for inputs without
+NaN; a window holding a NaN passes no gradient here (select_and_scatter
+passes it to some element). Like 'VALID' padding, a trailing odd row or
+column is dropped.
 """
 
 import jax
@@ -67,7 +69,7 @@ def _bwd_select(res, g):
   # The first maximum in row-major order (0,0), (0,1), (1,0), (1,1).
   first = [[hit[0][0], hit[0][1] & ~hit[0][0]],
            [hit[1][0] & ~(hit[0][0] | hit[0][1]),
-            ~(hit[0][0] | hit[0][1] | hit[1][0])]]
+            hit[1][1] & ~(hit[0][0] | hit[0][1] | hit[1][0])]]
   a = jax.lax.broadcasted_iota(jnp.int32, win.shape, 2)
   b = jax.lax.broadcasted_iota(jnp.int32, win.shape, 4)
   take = jnp.where(a == 0, jnp.where(b == 0, first[0][0], first[0][1]),

@@ -50,3 +50,12 @@ def test_under_vmap_and_jit(pool):
   x = jax.random.normal(jax.random.key(1), (3, 2, 4, 4, 5))
   f = lambda pool: jax.jit(jax.vmap(jax.grad(lambda x: pool(x).sum())))
   np.testing.assert_array_equal(f(pool)(x), f(_reference)(x))
+
+
+def test_fused_forms_agree_on_a_window_holding_nan():
+  x = jnp.array([[5., jnp.nan], [1., 0.], [2., 3.], [3., 1.]]).reshape(1, 4, 2, 1)
+  g = jnp.array([2., 7.]).reshape(1, 2, 1, 1)
+  want = np.array([[0., 0.], [0., 0.], [0., 7.], [0., 0.]])
+  for pool in POOLS:
+    got = _grad(pool, x, g)
+    np.testing.assert_array_equal(got[0, :, :, 0], want)
