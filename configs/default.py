@@ -140,8 +140,9 @@ def get_config():
   config.loop = 'auto'
   # Steps per iteration of the scanned epoch (lax.scan's unroll). cnn9 fp32 on
   # an H200 (README, Performance): 2 ran 1% faster epochs (0.935 against 0.944
-  # s) but compiled 12.5 s against 6.9 s from an empty cache, so 1 is faster
-  # for any run under ~600 epochs.
+  # s) but compiled 12.5 s against 6.9 s from an empty cache, so with an empty
+  # cache 1 is faster for any run under ~600 epochs; from a warm cache (~1 s
+  # to load) 2 is. Not measured for bf16 or other models.
   config.scan_unroll = 1
   # JAX's PRNG for augmentation and dropout: 'threefry2x32' (JAX's default)
   # or 'rbg' / 'unsafe_rbg' (cheaper random bits on GPU). Each is deterministic per seed, but
