@@ -564,14 +564,34 @@ def judge_epoch(config, state, stopper, history, epoch, train_m, val_m,
   return row, improved, finished
 
 
+def checkpoint_due(config, epoch, improved, finished, force_save=False):
+  return bool(improved or finished or force_save or
+              epoch % config.checkpoint_every_epochs == 0)
+
+
+def copy_to_host_ahead(state):
+  """`state` as arrays in pinned host memory (where orbax copies arrays to
+  save them), the copies started now. Made before the next epoch is launched,
+  they are ordered ahead of it; orbax's own copy, made after the launch, may
+  wait for that epoch (config.checkpoint_copy_ahead). A device without pinned
+  host memory gets `state` back."""
+  leaves = [a for a in jax.tree.leaves(state) if isinstance(a, jax.Array)]
+  if not leaves or not all(
+      'pinned_host' in {m.kind for m in d.addressable_memories()}
+      for d in leaves[0].sharding.addressable_devices):
+    return state
+  return jax.tree.map(
+      lambda a: jax.device_put(a, a.sharding.with_memory_kind('pinned_host'))
+      if isinstance(a, jax.Array) else a, state)
+
+
 def save_epoch(config, workdir, manager, writer, programs, state, stopper,
                history, row, improved, finished, steps_per_epoch,
                force_save=False):
   """The writing half of record_epoch: checkpoint when due, history.json,
   TensorBoard scalars."""
   epoch = row['epoch']
-  if (improved or finished or force_save or
-      epoch % config.checkpoint_every_epochs == 0):
+  if checkpoint_due(config, epoch, improved, finished, force_save):
     checkpointing.save(manager, epoch, state,
                        checkpoint_meta(epoch, stopper, finished, programs,
                                        history), row['val_loss'])
@@ -618,10 +638,14 @@ def _train_epochs(config, workdir, programs, manager, writer, state, stopper,
                                           finite)
     stopping = stop.received  # A signal from now on stops after the next epoch.
     pending = None
+    saved = state
     if ahead and not (finished or stopping):
+      if (config.get('checkpoint_copy_ahead', False) and
+          checkpoint_due(config, epoch, improved, finished)):
+        saved = copy_to_host_ahead(state)
       pending = launch(state, epoch + 1)
     writing = time.perf_counter()
-    save_epoch(config, workdir, manager, writer, programs, state, stopper,
+    save_epoch(config, workdir, manager, writer, programs, saved, stopper,
                history, row, improved, finished, steps_per_epoch,
                force_save=stopping)
     report = progress(epoch * steps_per_epoch)

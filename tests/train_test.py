@@ -478,3 +478,44 @@ def test_phase_clock_reports_overlapped_work_once():
       'a 1.0 s, epochs 3.0 s (of which the host wrote writing for 0.8 s while '
       'the device ran the next epoch; the device finished first and waited 1 '
       'of 3 times); total 4.0 s')
+
+
+def test_checkpoint_copy_ahead_saves_the_same_checkpoints(
+    tmp_path, tiny_config, xla_cache_dir, monkeypatch):
+  """config.checkpoint_copy_ahead: in scan form a state due to be saved is
+  copied to pinned host memory before the next epoch is launched (not the
+  last epoch's, which launches nothing); the checkpoints, history and test
+  metrics are those of the plain save."""
+  tiny_config.loop = 'scan'
+  tiny_config.num_epochs = 3
+  tiny_config.compilation_cache_dir = xla_cache_dir
+  save = checkpointing.save
+  runs = {}
+  for ahead in (True, False):
+    kinds = []
+    def recording_save(manager, epoch, state, *args, kinds=kinds):
+      kinds.append({a.sharding.memory_kind for a in jax.tree.leaves(state)})
+      return save(manager, epoch, state, *args)
+    monkeypatch.setattr(checkpointing, 'save', recording_save)
+    tiny_config.checkpoint_copy_ahead = ahead
+    workdir = str(tmp_path / f'copy_ahead_{ahead}')
+    result = train.train_and_evaluate(tiny_config, workdir)
+    history = json.load(open(os.path.join(workdir, 'history.json')))
+    manager = checkpointing.create_manager(workdir)
+    abstract = jax.eval_shape(lambda: _state(tiny_config))
+    restored = [checkpointing.restore(manager, s, abstract)[0]
+                for s in sorted(manager.all_steps())]
+    manager.close()
+    runs[ahead] = (kinds, history, restored, result)
+  (k1, h1, r1, e1), (k0, h0, r0, e0) = runs[True], runs[False]
+  assert k1 == [{'pinned_host'}, {'pinned_host'}, {'device'}]
+  assert k0 == [{'device'}] * 3
+  drop = lambda h: [{k: v for k, v in r.items() if k != 'epoch_seconds'}
+                    for r in h]
+  assert drop(h1) == drop(h0)
+  assert len(r1) == len(r0) > 0
+  for a, b in zip(r1, r0):
+    jax.tree.map(np.testing.assert_array_equal, a.params, b.params)
+    jax.tree.map(np.testing.assert_array_equal, a.opt_state, b.opt_state)
+  assert {k: e1[k] for k in ('test_loss', 'test_top1', 'checkpoint_epoch')} == {
+      k: e0[k] for k in ('test_loss', 'test_top1', 'checkpoint_epoch')}
