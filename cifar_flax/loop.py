@@ -8,6 +8,7 @@ Neither form syncs with the host inside the pass: batches are gathered on
 device from a permutation drawn on device, and metrics accumulate on device.
 """
 
+import collections
 import functools
 
 import jax
@@ -24,6 +25,26 @@ def loop_form(config_loop):
     raise ValueError(f"config.loop={config_loop!r}: expected 'auto', 'scan' "
                      f"or 'step'")
   return config_loop
+
+
+# Steps the host may queue ahead of the device in 'step' form. More gain
+# nothing (a step outlasts its dispatch), and Python runs a signal handler only
+# once the host is free: with a whole epoch queued, a second SIGTERM waited for
+# all of it (minutes for cnn9 on a CPU), and so did the interpreter's exit.
+STEPS_AHEAD = 2
+
+
+def run_steps(step, carry, n):
+  """`carry = step(carry)` n times, without syncing with the host; the host
+  waits (on the carry's last leaf, a step counter) whenever more than
+  STEPS_AHEAD steps are queued."""
+  queued = collections.deque()
+  for _ in range(n):
+    carry = step(carry)
+    queued.append(carry[-1])
+    if len(queued) > STEPS_AHEAD:
+      queued.popleft().block_until_ready()
+  return carry
 
 
 def num_batches(num_examples, batch_size):
@@ -100,9 +121,9 @@ def make_train_pass(train_step, batch_size, form, sharding=None, unroll=1):
   def step_pass(state, images, labels, rng):
     xs = plan_jit(images, rng)
     # The step counter lives on device: no host-to-device copy per step.
-    acc, i = empty_accumulator()
-    for _ in range(num_batches(images.shape[0], batch_size)):
-      state, acc, i = one_step(state, acc, images, labels, xs, i)
+    state, acc, _ = run_steps(
+        lambda c: one_step(c[0], c[1], images, labels, xs, c[2]),
+        (state, *empty_accumulator()), num_batches(images.shape[0], batch_size))
     return state, acc
   step_pass.one_step = one_step
   step_pass.plan = plan_jit
@@ -140,9 +161,7 @@ def make_eval_pass(eval_step, batch_size, form, sharding=None):
   empty_accumulator = _accumulator_fn(sharding)
 
   def step_pass(state, images, labels, rng=None):
-    acc, i = empty_accumulator()
     n = images.shape[0]
-    for _ in range(num_batches(n, batch_size)):
-      acc, i = one_step(state, images, labels, n, acc, i, rng)
-    return acc
+    return run_steps(lambda c: one_step(state, images, labels, n, *c, rng),
+                     empty_accumulator(), num_batches(n, batch_size))[0]
   return step_pass

@@ -88,9 +88,10 @@ def make_train_pass(train_step, batch_size, form, sharding_=None):
     if sharding_ is not None:  # Placed like one_step's output: one compile.
       acc = jax.device_put(acc, jax.sharding.NamedSharding(
           sharding_.mesh, jax.sharding.PartitionSpec()))
-    new, i = states, jnp.zeros((), jnp.int32)  # The counter stays on device.
-    for _ in range(loop.num_batches(images.shape[0], batch_size)):
-      new, acc, i = one_step(new, acc, images, labels, xs, i)
+    new, acc, _ = loop.run_steps(  # The counter stays on device.
+        lambda c: one_step(c[0], c[1], images, labels, xs, c[2]),
+        (states, acc, jnp.zeros((), jnp.int32)),
+        loop.num_batches(images.shape[0], batch_size))
     return keep(active, new, states), acc
   return step_pass
 

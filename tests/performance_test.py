@@ -6,10 +6,12 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from cifar_flax import data
+from cifar_flax import loop
 from cifar_flax import models
 from cifar_flax import sharding
 from cifar_flax import train
@@ -33,6 +35,27 @@ def test_epoch_runs_without_host_transfers(tiny_config, form):
     state, m = programs.train_pass(state, *programs.train_data, rng)
     v = programs.eval_pass(state, *programs.val_data)
   assert np.isfinite(m.compute()['loss']) and np.isfinite(v.compute()['loss'])
+
+
+def test_step_form_queues_at_most_steps_ahead():
+  # Each step ~30 ms on a CPU, far longer than its dispatch: unthrottled, the
+  # host would queue them all and return with none of them run.
+  @jax.jit
+  def step(carry):
+    x, i = carry
+    return jax.lax.fori_loop(0, 20, lambda _, x: jnp.tanh(x @ x), x), i + 1
+
+  outputs = []
+  def recorded(carry):
+    outputs.append(step(carry))
+    return outputs[-1]
+  carry = (jnp.eye(512) * 0.1, jnp.zeros((), jnp.int32))
+  step(carry)[1].block_until_ready()  # Compile first.
+  n = loop.STEPS_AHEAD + 8
+  last = loop.run_steps(recorded, carry, n)
+  ready = [o[1].is_ready() for o in outputs]
+  assert len(ready) == n and all(ready[:8]), ready
+  assert int(last[1]) == n
 
 
 _MULTI_DEVICE = '''
