@@ -41,7 +41,8 @@ def get_config():
   # 2x2 max pooling: 'fused' (a reshape and max whose gradient XLA fuses),
   # 'fused_select' (the same, its gradient one select over the windows) or
   # 'reduce_window' (flax's nn.max_pool, gradient by select_and_scatter).
-  # Values and gradients are bitwise equal; only the speed differs.
+  # Values and gradients are bitwise equal (a window holding a NaN aside:
+  # the fused forms pass it no gradient); only the speed differs.
   config.max_pool = 'fused'
   # cnn9/cnn5: zero-pad the images' 3 channels (and the first conv's kernel
   # rows) to this many inside the first conv; 0 = off. The same parameters

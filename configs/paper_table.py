@@ -13,10 +13,10 @@ Tiny (tests, CPU):  --config=configs/paper_table.py:tiny
 Writes WORKDIR/<row>/seed_<s>/ (ordinary single-run workdirs) and
 WORKDIR/results/paper_table.{md,csv} + plots/; rerunning skips finished
 seeds and resumes unfinished ones. Measured so far (results/paper_table.md,
-H200): the cnn5 row, 41.30% +- 0.26 over 3 seeds in 119 s for the three, and
-seed 0 of adam_lr1e4 (the fp32 final run, 64.09%); a cnn9 row is ~100 epochs
-x 3 seeds, about 5-6 H200 minutes (the paper: ~1.5 h per run on a Tesla
-K80). Rows measured elsewhere travel as their seeds'
+H200): lr 1e-4 64.27% +- 0.69 over 3 seeds (~1.6 min of epochs each), cnn5
+41.30% +- 0.26 over 3 seeds in 119 s for the three, lr 1e-2 at chance (1.00%,
+2 seeds); a cnn9 row of ~100 epochs x 3 seeds is about 5 H200 minutes (the
+paper: ~1.5 h per run on a Tesla K80). Rows measured elsewhere travel as their seeds'
 JSON files (results/h200/*/table/): copy them into WORKDIR before a sweep.
 """
 
