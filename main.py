@@ -2,6 +2,7 @@
 
 import signal
 import sys
+import traceback
 
 from absl import app
 from absl import flags
@@ -35,27 +36,67 @@ flags.DEFINE_integer('process_id', None, 'With --multihost: this process.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+def _config_arg(argv):
+  """The --config value as given (for messages)."""
+  for i, a in enumerate(argv):
+    if a.startswith('--config='):
+      return a.split('=', 1)[1]
+    if a == '--config' and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _config_load_error(argv, e):
+  """One line for a config file that could not be loaded."""
+  while e.__cause__ is not None:  # ml_collections wraps the OS's error twice.
+    e = e.__cause__
+  if isinstance(e, SyntaxError):
+    why = f'syntax error at line {e.lineno}: {e.msg}'
+  elif isinstance(e, OSError):  # The last line names the file and the error.
+    why = str(e).strip().splitlines()[-1].strip()
+  else:  # Raised while running the file: its line.
+    line = traceback.extract_tb(e.__traceback__)[-1].lineno
+    why = f'{type(e).__name__} at line {line}: {str(e).splitlines()[0]}'
+  return (f'FATAL Flags parsing error: --config={_config_arg(argv)}: cannot '
+          f'load the config file ({why})')
+
+
 def parse_flags(argv):
-  """absl's parsing, with an unknown --config field named in one line
-  (ml_collections raises a bare AttributeError for it)."""
+  """absl's parsing, with an unknown --config field, or a config file that
+  cannot be loaded, named in one line (ml_collections raises a bare
+  AttributeError for the first and a traceback for the second)."""
   try:
-    return app.parse_flags_with_usage(argv)
+    rest = app.parse_flags_with_usage(argv)
+    FLAGS.config.keys()  # A file it could not read, ml_collections raises here.
+    return rest
   except (AttributeError, KeyError) as e:
+    if "has no attribute 'get_config'" in str(e):
+      sys.exit(f'FATAL Flags parsing error: --config={_config_arg(argv)}: the '
+               f'config file defines no get_config() (see configs/*.py)')
     # ml_collections' KeyError (wrapped in an AttributeError) reads
     # "'field'", or "'field'\nDid you mean ...?" for a near miss.
-    while e.args and isinstance(e.args[0], BaseException):
-      e = e.args[0]
-    first, _, suggestion = str(e.args[0] if e.args else e).partition('\n')
+    inner = e
+    while inner.args and isinstance(inner.args[0], BaseException):
+      inner = inner.args[0]
+    first, _, suggestion = str(inner.args[0] if inner.args else inner
+                               ).partition('\n')
     field = first.strip('"\'')
     given = [a for a in argv if a.startswith('--config.') and field in a]
-    if any(a.startswith('--config.overrides.') for a in given):
+    if not given:  # Not an override's: raised by the config file itself.
+      sys.exit(_config_load_error(argv, e))
+    if (field != 'overrides' and
+        any(a.startswith('--config.overrides.') for a in given)):
       where = ('a sweep\'s overrides start empty: give them whole, e.g. '
                f'--config.overrides=\'{{"{field}": ...}}\'')
     else:
       where = 'all fields: configs/default.py'
-    sys.exit(f'FATAL Flags parsing error: {" ".join(given) or field}: the '
-             f'config has no field {field!r} ({where})'
+    sys.exit(f'FATAL Flags parsing error: {" ".join(given)}: the config has '
+             f'no field {field!r} ({where})'
              + (f'. {suggestion.strip()}' if suggestion else ''))
+  except Exception as e:  # pylint: disable=broad-except
+    # Flag values absl rejects itself (SystemExit); what is left comes from
+    # reading or running the config file.
+    sys.exit(_config_load_error(argv, e))
 
 
 def main(argv):

@@ -379,6 +379,32 @@ def test_unknown_field_or_wrong_type_fails_at_parsing(override, field,
   assert not os.path.exists(workdir)
 
 
+@pytest.mark.parametrize('name, text, said', [
+    ('missing.py', None, "[Errno 2] No such file or directory"),
+    ('folder', None, "[Errno 21] Is a directory"),
+    ('syntax.py', 'def get_config(:\n', 'syntax error at line 1'),
+    ('config.json', '{"a": true}\n', "NameError at line 1: name 'true'"),
+    ('raises.py', 'def get_config():\n  return {}["model"]\n',
+     "KeyError at line 2: 'model'"),
+    ('empty.py', '', 'the config file defines no get_config()'),
+])
+def test_config_file_that_cannot_load_is_one_line(name, text, said, tmp_path):
+  path = tmp_path / name
+  if name == 'folder':
+    path.mkdir()
+  elif text is not None:
+    path.write_text(text)
+  workdir = str(tmp_path / 'run')
+  proc = subprocess.run(
+      [sys.executable, 'main.py', f'--config={path}', f'--workdir={workdir}'],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0
+  assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+  assert proc.stderr.startswith(f'FATAL Flags parsing error: --config={path}: ')
+  assert said in proc.stderr
+  assert not os.path.exists(workdir)
+
+
 def test_near_miss_field_is_named_with_the_field_meant(tmp_path):
   workdir = str(tmp_path / 'run')
   proc = subprocess.run(
