@@ -116,6 +116,7 @@ def check_classes(restored, dataset, workdir, config):
 def evaluate(config, workdir, dataset=None):
   """Writes WORKDIR/eval.json for the best checkpoint; returns its dict."""
   restored = load_best(config, workdir)
+  workdir_lib.ensure_writable_dir(workdir)  # Before the test pass.
   if dataset is None:
     dataset = data_lib.load_dataset(config)
   check_classes(restored, dataset, workdir, config)

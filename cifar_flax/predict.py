@@ -17,6 +17,7 @@ from PIL import ImageOps
 
 from cifar_flax import data as data_lib
 from cifar_flax import train
+from cifar_flax import workdir as workdir_lib
 
 TOP_K = 5
 PREDICTIONS_DIR = os.path.join('reports', 'predictions')
@@ -160,10 +161,10 @@ def predict_images(config, workdir, image_paths):
       print(f'error: {e}', file=sys.stderr)
       failed += 1
   if loaded:
+    out_dir = os.path.join(workdir, PREDICTIONS_DIR)
+    workdir_lib.ensure_writable_dir(out_dir, 'predictions folder')
     probs = probabilities(restored, np.stack([s for _, _, s in loaded]),
                           config.augment, config.eval_batch_size)
-    out_dir = os.path.join(workdir, PREDICTIONS_DIR)
-    os.makedirs(out_dir, exist_ok=True)
     used = set()
     for (path, photo, small), p in zip(loaded, probs):
       table = top_k_table(p, restored.class_names)

@@ -227,10 +227,10 @@ def write_reports(config, workdir):
   """Writes every report of `workdir` to WORKDIR/reports; returns the paths."""
   from cifar_flax import evaluate  # pylint: disable=g-import-not-at-top
   restored = evaluate.load_best(config, workdir)
+  out_dir = os.path.join(workdir, REPORTS_DIR)
+  workdir_lib.ensure_writable_dir(out_dir, 'reports folder')
   dataset = data_lib.load_dataset(config)
   evaluate.check_classes(restored, dataset, workdir, config)
-  out_dir = os.path.join(workdir, REPORTS_DIR)
-  os.makedirs(out_dir, exist_ok=True)
   paths = []
   history = workdir_lib.read_history(workdir)
   if history:

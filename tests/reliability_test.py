@@ -13,6 +13,7 @@ import sys
 import time
 
 import pytest
+from PIL import Image
 
 from cifar_flax import checkpointing
 from cifar_flax import cli
@@ -319,6 +320,36 @@ def test_eval_refuses_a_config_that_computes_another_model(
   assert cli.run(config, workdir, 'eval') == 1
   assert 'the checkpoint has 100 classes but the config loads 20' in (
       capsys.readouterr().err)
+
+
+def test_eval_report_predict_into_an_unwritable_workdir_stop_first(
+    reference, tiny_config, tmp_path, capsys, monkeypatch):
+  from cifar_flax import evaluate  # pylint: disable=g-import-not-at-top
+  from cifar_flax import predict  # pylint: disable=g-import-not-at-top
+  from cifar_flax import reports  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(reference, workdir)
+  saved = _snapshot(workdir)
+  image = str(tmp_path / 'photo.png')
+  Image.new('RGB', (40, 30), (200, 30, 30)).save(image)
+  tiny_config.update(train_subset=80, test_subset=16, num_epochs=NUM_EPOCHS,
+                     patience=100, checkpoint_every_epochs=2)
+  # Root writes through chmod: the write probe fails as in a read-only
+  # workdir. Nothing may be computed before the check.
+  def refuse(**_):
+    raise PermissionError(13, 'Permission denied')
+  monkeypatch.setattr(workdir_lib.tempfile, 'NamedTemporaryFile', refuse)
+  monkeypatch.setattr(evaluate, 'test_metrics', None)
+  monkeypatch.setattr(predict, 'probabilities', None)
+  for mode, images, where in (
+      ('eval', (), workdir),
+      ('report', (), os.path.join(workdir, reports.REPORTS_DIR)),
+      ('predict', (image,), os.path.join(workdir, predict.PREDICTIONS_DIR))):
+    assert cli.run(tiny_config, workdir, mode, images) == 1
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and f'{where!r} is not writable: ' in err
+    assert err.count('\n') == 1, err
+  assert _snapshot(workdir) == saved
 
 
 # --- 4. Divergence ------------------------------------------------------------------
