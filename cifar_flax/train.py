@@ -482,7 +482,7 @@ def _resume(config, workdir, manager, state):
   stopper = _resumed_stopper(meta, config)
   # The checkpoint's own history: history.json may be ahead of it (killed
   # before the save committed) or behind (killed before it was written).
-  on_disk = workdir_lib.read_history(workdir)
+  on_disk = workdir_lib.read_history(workdir, rewritten='history' in meta)
   history = meta.get('history', on_disk[:meta['epoch']])
   if on_disk != history:
     workdir_lib.write_history(workdir, history)
@@ -522,7 +522,8 @@ def _finished_result(config, workdir, dataset, best_step):
   """A finished run's eval.json, untouched; evaluated only if missing or
   older than the best checkpoint (killed before the evaluation ended)."""
   from cifar_flax import evaluate  # pylint: disable=g-import-not-at-top
-  result = workdir_lib.read_json(os.path.join(workdir, workdir_lib.EVAL_FILE))
+  result = workdir_lib.read_json(os.path.join(workdir, workdir_lib.EVAL_FILE),
+                                 rewritten=True)
   if result is None or result.get('checkpoint_epoch') != best_step:
     print(f'{workdir}: training has already finished; evaluating its best '
           f'checkpoint.')

@@ -6,6 +6,8 @@ import math
 import os
 import tempfile
 
+from absl import logging
+
 CONFIG_FILE = 'config.json'
 HISTORY_FILE = 'history.json'
 EVAL_FILE = 'eval.json'
@@ -52,15 +54,27 @@ def write_json(path, obj):
     os.fsync(f.fileno())
 
 
-def read_json(path, default=None):
+def read_json(path, default=None, rewritten=False):
+  """The JSON in `path`; `default` if there is no such file. One that is not
+  JSON (damaged by something else: this program writes atomically) raises a
+  WorkdirError naming it; if the caller `rewritten` it from the checkpoint,
+  a warning, and `default`."""
   if not os.path.exists(path):
     return default
-  with open(path) as f:
-    return json.load(f)
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except ValueError as e:  # JSONDecodeError, UnicodeDecodeError.
+    if rewritten:
+      logging.warning('%s is damaged (%s): written again from the checkpoint',
+                      path, e)
+      return default
+    raise WorkdirError(f'{path} is damaged, not JSON ({e}): restore it or '
+                       f'move it away') from e
 
 
-def read_history(workdir):
-  return read_json(os.path.join(workdir, HISTORY_FILE), [])
+def read_history(workdir, rewritten=False):
+  return read_json(os.path.join(workdir, HISTORY_FILE), [], rewritten)
 
 
 def write_history(workdir, history):

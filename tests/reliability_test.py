@@ -245,6 +245,36 @@ def test_rerunning_a_finished_run_changes_nothing(reference, run_flags):
   assert _snapshot(reference) == before
 
 
+def test_damaged_json_is_rewritten_from_the_checkpoint_or_named(
+    reference, tiny_config, tmp_path, capsys):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(reference, workdir)
+  ran = workdir_lib.read_json(os.path.join(workdir, workdir_lib.CONFIG_FILE))
+  tiny_config.update({k: ran[k] for k in (
+      'data_dir', 'train_subset', 'test_subset', 'num_epochs', 'patience',
+      'checkpoint_every_epochs', 'compilation_cache_dir')})
+  history_path = os.path.join(workdir, workdir_lib.HISTORY_FILE)
+  with open(history_path, 'r+') as f:  # Cut short.
+    f.truncate(os.path.getsize(history_path) // 2)
+  with open(os.path.join(workdir, workdir_lib.EVAL_FILE), 'wb') as f:
+    f.write(b'\xff\x00 not json')
+  # The checkpoint holds the history: both files are written again.
+  assert cli.run(tiny_config, workdir, 'train') == 0
+  assert _results(workdir) == _results(reference)
+  capsys.readouterr()
+  # config.json has no copy: named, nothing touched.
+  config_path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
+  with open(config_path, 'a') as f:
+    f.write('}')
+  saved = _snapshot(workdir)
+  for mode in ('train', 'eval'):
+    assert cli.run(tiny_config, workdir, mode) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {config_path} is damaged, not JSON ('), err
+    assert err.endswith('): restore it or move it away\n'), err
+  assert _snapshot(workdir) == saved
+
+
 def test_finished_run_continues_with_allowed_config_change(reference,
                                                            run_flags, tmp_path):
   workdir = str(tmp_path / 'run')
