@@ -1,5 +1,7 @@
 """Checks a config before any work, naming the field at fault."""
 
+import math
+
 from cifar_flax import fast_models
 from cifar_flax import models
 from cifar_flax import optimizers
@@ -61,7 +63,11 @@ def validate(config):
            f"{c.loop!r} is not 'auto', 'scan' or 'step'")
   _require(0.0 < c.validation_fraction < 1.0, 'validation_fraction',
            f'{c.validation_fraction} is outside (0, 1)')
-  _require(c.learning_rate > 0, 'learning_rate', 'must be positive')
+  for field in ('learning_rate', 'epsilon'):
+    _require(0 < c[field] < math.inf, field,
+             f'{c[field]} must be positive and finite')
+  for field in ('adam_b1', 'adam_b2', 'rmsprop_decay'):
+    _require(0 <= c[field] < 1, field, f'{c[field]} is outside [0, 1)')
   for field in ('batch_size', 'eval_batch_size', 'num_epochs',
                 'checkpoint_every_epochs', 'scan_unroll'):
     _require(c[field] >= 1, field, f'{c[field]} must be at least 1')

@@ -500,6 +500,10 @@ def test_near_miss_field_is_named_with_the_field_meant(tmp_path):
     ('model', 'cnn7'),
     ('optimizer', 'adagrad'),
     ('pad_input_channels', -1),
+    ('learning_rate', float('inf')),
+    ('epsilon', 0.0),
+    ('adam_b2', -0.1),
+    ('rmsprop_decay', 1.0),
 ])
 def test_impossible_value_fails_before_any_work(field, value, tiny_config,
                                                 tmp_path, capsys):
