@@ -269,7 +269,8 @@ def _check_finite(epoch, row, state, best_epoch, finite=None):
             f'--config.learning_rate and --config.allow_config_change=True')
   else:
     kept = ('No checkpoint was saved (no epoch ended with finite values): '
-            'lower --config.learning_rate and start again')
+            'start again with a lower --config.learning_rate, in a new '
+            '--workdir or in this one with --config.allow_config_change=True')
   raise TrainingDivergedError(
       f'epoch {epoch}: {" and ".join(bad)} not finite (train_loss='
       f'{row["train_loss"]}, val_loss={row["val_loss"]}); training stopped. '

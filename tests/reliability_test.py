@@ -418,6 +418,13 @@ def test_divergence_in_the_first_epoch_says_there_is_no_checkpoint(
   assert _steps(workdir) == [] and workdir_lib.read_history(workdir) == []
   assert cli.run(tiny_config, workdir, 'eval') == 1
   assert 'error: no checkpoint in' in capsys.readouterr().err
+  # The advice works: the same workdir trains afresh.
+  assert 'in this one with --config.allow_config_change=True' in err
+  rc, out, err = _run(workdir, run_flags + [
+      '--config.learning_rate=3e-4', '--config.num_epochs=1',
+      '--config.allow_config_change=True'])
+  assert rc == 0, out + err
+  assert [r['epoch'] for r in workdir_lib.read_history(workdir)] == [1]
 
 
 # --- 5. Bad configuration -----------------------------------------------------------
