@@ -1,5 +1,6 @@
 """cifar_flax: python main.py --config=configs/final.py --workdir=runs/final [--mode=...]."""
 
+import os
 import signal
 import sys
 import traceback
@@ -115,7 +116,11 @@ def main(argv):
   except KeyboardInterrupt:
     print('interrupted: while starting, before any work', file=sys.stderr)
     sys.exit(130)
-  sys.exit(cli.run(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.images))
+  # '~' after '=' is left to us by the shell; empty names (a stray comma)
+  # are no images.
+  images = [os.path.expanduser(p) for p in FLAGS.images if p]
+  sys.exit(cli.run(FLAGS.config, os.path.expanduser(FLAGS.workdir), FLAGS.mode,
+                   images))
 
 
 if __name__ == '__main__':

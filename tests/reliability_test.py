@@ -594,6 +594,21 @@ def test_eval_without_checkpoint_is_one_clear_line(tiny_config, tmp_path,
   assert not os.path.exists(tmp_path / 'missing')
 
 
+def test_tilde_in_workdir_and_images_means_home(tmp_path):
+  # The shell leaves '~' after '=' as it is; so did we (a folder named '~').
+  proc = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'main.py'),
+       f'--config={ROOT}/configs/test.py', '--workdir=~/run', '--mode=predict',
+       '--images=~/a.png,'],
+      cwd=str(tmp_path), capture_output=True, text=True, timeout=120,
+      env={**os.environ, 'HOME': str(tmp_path / 'home'),
+           'PYTHONPATH': ROOT})
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines()[-1].startswith(
+      f'error: no checkpoint in {tmp_path}/home/run/checkpoints: '), proc.stderr
+  assert not os.path.exists(tmp_path / '~')
+
+
 def test_atomic_writes_keep_the_old_file_when_cut_short(tmp_path):
   path = str(tmp_path / 'paper_table.csv')
   with open(path, 'w') as f:
