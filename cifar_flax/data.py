@@ -85,9 +85,23 @@ def _get(obj, key, where):
   return obj[key]
 
 
+def _array(obj, key, where, dtype=None):
+  """obj[key] as a numpy array; a DataError if it holds no array of
+  numbers (ragged rows, strings, None)."""
+  try:
+    out = np.asarray(_get(obj, key, where), dtype=dtype)
+  except (ValueError, TypeError) as e:
+    raise DataError(f'{where}: {key!r} is not an array of numbers '
+                    f'({type(e).__name__}: {e})') from e
+  if out.dtype == object or not np.issubdtype(out.dtype, np.number):
+    raise DataError(f'{where}: {key!r} is not an array of numbers (found '
+                    f'{out.dtype})')
+  return out
+
+
 def _decode_split(obj, label_key, num_classes, where):
-  data = np.asarray(_get(obj, 'data', where))
-  labels = np.asarray(_get(obj, label_key, where), dtype=np.int64)
+  data = _array(obj, 'data', where)
+  labels = _array(obj, label_key, where, np.int64)
   if data.ndim != 2 or data.shape[1] != 3072:
     raise DataError(f'{where}: data has shape {data.shape}, expected (N, 3072)')
   # Each row: the red plane, then green, then blue, each 32x32 row-major.
@@ -163,8 +177,9 @@ def _read_archive(data_dir, label_type):
   label_key, names_key = _label_keys(label_type)
   members = _read_members(data_dir)
   meta = _unpickle(*members['meta'])
-  class_names = tuple(_get(meta, names_key, members['meta'][1]))
-  coarse_names = meta.get('coarse_label_names')
+  class_names = _names(meta, names_key, members['meta'][1])
+  coarse_names = (_names(meta, 'coarse_label_names', members['meta'][1])
+                  if 'coarse_label_names' in meta else None)
   train_obj = _unpickle(*members['train'])
   test_obj = _unpickle(*members['test'])
   train = _decode_split(train_obj, label_key, len(class_names),
@@ -173,11 +188,19 @@ def _read_archive(data_dir, label_type):
                        members['test'][1])
   fine_to_coarse = None
   if 'fine_labels' in train_obj and 'coarse_labels' in train_obj:
-    fine_to_coarse = _fine_to_coarse(train_obj['fine_labels'],
-                                     train_obj['coarse_labels'],
-                                     members['train'][1])
-  return (train, test, class_names, fine_to_coarse,
-          tuple(coarse_names) if coarse_names is not None else None)
+    fine_to_coarse = _fine_to_coarse(
+        _array(train_obj, 'fine_labels', members['train'][1], np.int64),
+        _array(train_obj, 'coarse_labels', members['train'][1], np.int64),
+        members['train'][1])
+  return train, test, class_names, fine_to_coarse, coarse_names
+
+
+def _names(meta, key, where):
+  names = _get(meta, key, where)
+  if (not isinstance(names, (list, tuple)) or
+      not all(isinstance(n, str) for n in names)):
+    raise DataError(f'{where}: {key!r} is not a list of class names')
+  return tuple(names)
 
 
 def _fine_to_coarse(fine, coarse, where):

@@ -113,6 +113,23 @@ def test_wrong_shape_and_missing_key(tmp_path):
     data.load_archive(str(tmp_path / 'b'))
 
 
+@pytest.mark.parametrize('member, key, value, said', [
+    ('train', 'fine_labels', ['a'] * 10, "'fine_labels' is not an array"),
+    ('train', 'fine_labels', None, "'fine_labels' is not an array"),
+    ('train', 'data', [[0] * 3072] * 9 + [[0] * 5], "'data' is not an array"),
+    ('train', 'data', 'pixels', "'data' is not an array"),
+    ('meta', 'fine_label_names', 5, "'fine_label_names' is not a list of "
+     'class names'),
+])
+def test_malformed_member_fields_are_named(tmp_path, member, key, value, said):
+  members = {'train': conftest.fake_split(10, 0),
+             'test': conftest.fake_split(5, 1), 'meta': conftest.fake_meta()}
+  members[member][key] = value
+  conftest.write_archive(str(tmp_path), members=members)
+  with pytest.raises(data.DataError, match=f'{member}: {said}'):
+    data.load_archive(str(tmp_path))
+
+
 def test_label_count_mismatch(tmp_path):
   bad = conftest.fake_split(10, 0)
   bad['fine_labels'] = bad['fine_labels'][:7]
