@@ -112,10 +112,12 @@ def main(argv):
     if FLAGS.multihost:
       jax.distributed.initialize(FLAGS.coordinator_address,
                                  FLAGS.num_processes, FLAGS.process_id)
+    from cifar_flax import checkpointing  # pylint: disable=g-import-not-at-top
     from cifar_flax import cli  # pylint: disable=g-import-not-at-top
   except KeyboardInterrupt:
     print('interrupted: while starting, before any work', file=sys.stderr)
     sys.exit(130)
+  checkpointing.drop_closed_loop_reports()
   # '~' after '=' is left to us by the shell; empty names (a stray comma)
   # are no images.
   images = [os.path.expanduser(p) for p in FLAGS.images if p]

@@ -4,8 +4,10 @@ so a run can resume exactly."""
 
 import logging
 import os
+import sys
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
@@ -62,17 +64,73 @@ def save(manager, epoch, state, meta, val_loss):
 
 
 def restore(manager, step, abstract_state):
-  """(state, meta) of checkpoint `step`, laid out like `abstract_state`."""
+  """(state, meta) of checkpoint `step`, laid out like `abstract_state`.
+  A ValueError: the state does not fit `abstract_state`; a WorkdirError:
+  the checkpoint is damaged."""
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
-  out = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+  try:
+    out = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+  except ValueError as e:
+    restore_meta(manager, step)  # Damaged bookkeeping is named here.
+    if _damaged_rather_than_unfitting(manager, step, abstract):
+      raise _damaged(manager, step, e) from e
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    # orbax raises KeyError for a missing item, a bare Exception for
+    # unreadable arrays.
+    raise _damaged(manager, step, e) from e
   return out.state, out.meta
 
 
 def restore_meta(manager, step):
   """The bookkeeping JSON of checkpoint `step`, without its arrays."""
-  return manager.restore(step, args=ocp.args.Composite(
-      meta=ocp.args.JsonRestore())).meta
+  try:
+    return manager.restore(step, args=ocp.args.Composite(
+        meta=ocp.args.JsonRestore())).meta
+  except Exception as e:  # pylint: disable=broad-except
+    raise _damaged(manager, step, e) from e
+
+
+def _damaged_rather_than_unfitting(manager, step, abstract):
+  """For a state that would not restore: whether checkpoint `step`'s array
+  metadata (read without the arrays) is missing, or records the shapes and
+  dtypes of `abstract`'s arrays, so that the arrays themselves are what
+  cannot be read (else the state is another model's or optimizer's)."""
+  def kinds(leaves):
+    return sorted((tuple(x.shape), str(np.dtype(x.dtype))) for x in leaves)
+  try:
+    with ocp.StandardCheckpointer() as checkpointer:
+      stored = kinds(jax.tree.leaves(checkpointer.metadata(
+          os.path.join(manager.directory, str(step), 'state')).item_metadata))
+  except Exception:  # pylint: disable=broad-except
+    return True
+  return not stored or stored == kinds(jax.tree.leaves(abstract))
+
+
+def drop_closed_loop_reports():
+  """Once an array of a checkpoint cannot be read, orbax closes its event
+  loop while TensorStore still completes the other reads: each reports
+  'Event loop is closed' to sys.unraisablehook (dozens of tracebacks around
+  the one error line). This hook drops those reports, and only those."""
+  previous = sys.unraisablehook
+  def hook(unraisable):
+    e = unraisable.exc_value
+    if not (isinstance(e, RuntimeError) and str(e) == 'Event loop is closed'):
+      previous(unraisable)
+  sys.unraisablehook = hook
+
+
+def _damaged(manager, step, error):
+  """The WorkdirError for checkpoint `step`, which cannot be read."""
+  path = os.path.join(manager.directory, str(step))
+  while error.__cause__ is not None:  # TensorStore's own error, if any.
+    error = error.__cause__
+  why = (str(error).strip().splitlines() or [''])[0][:200]
+  return workdir_lib.WorkdirError(
+      f'checkpoint {path} cannot be read ({type(error).__name__}: {why}): it '
+      f'is damaged; move it away to go on from an earlier checkpoint, or '
+      f'train in a new --workdir')
 
 
 def best_step(manager, workdir):

@@ -275,6 +275,49 @@ def test_damaged_json_is_rewritten_from_the_checkpoint_or_named(
   assert _snapshot(workdir) == saved
 
 
+@pytest.mark.parametrize('damage', ['arrays', 'state', 'meta'])
+def test_damaged_checkpoint_is_named_and_left_as_it_is(
+    damage, reference, tiny_config, tmp_path, capsys):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(reference, workdir)
+  ran = workdir_lib.read_json(os.path.join(workdir, workdir_lib.CONFIG_FILE))
+  tiny_config.update({k: ran[k] for k in (
+      'data_dir', 'train_subset', 'test_subset', 'num_epochs', 'patience',
+      'checkpoint_every_epochs', 'compilation_cache_dir')})
+  for step in _steps(workdir):  # The latest (train) and the best (eval).
+    path = os.path.join(workdir, 'checkpoints', str(step))
+    if damage == 'arrays':  # The chunks of every array, gone.
+      for d, _, files in os.walk(os.path.join(path, 'state')):
+        if os.path.basename(d) == 'd':
+          for f in files:
+            os.remove(os.path.join(d, f))
+    elif damage == 'state':
+      shutil.rmtree(os.path.join(path, 'state'))
+    else:
+      with open(os.path.join(path, 'meta', 'metadata'), 'w') as f:
+        f.write('{"epoch": ')
+  saved = _snapshot(workdir)
+  for mode in ('train', 'eval'):
+    assert cli.run(tiny_config, workdir, mode) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: checkpoint {workdir}/checkpoints/'), err
+    assert ' cannot be read (' in err, err
+    assert err.endswith('): it is damaged; move it away to go on from an '
+                        'earlier checkpoint, or train in a new --workdir\n')
+  assert _snapshot(workdir) == saved
+
+
+def test_only_orbax_closed_loop_reports_are_dropped(monkeypatch):
+  seen = []
+  monkeypatch.setattr(sys, 'unraisablehook', lambda u: seen.append(u))
+  checkpointing.drop_closed_loop_reports()
+  report = lambda e: type('Unraisable', (), {'exc_value': e})()
+  for e in (RuntimeError('Event loop is closed'), RuntimeError('other'),
+            ValueError('Event loop is closed')):
+    sys.unraisablehook(report(e))
+  assert [str(u.exc_value) for u in seen] == ['other', 'Event loop is closed']
+
+
 def test_finished_run_continues_with_allowed_config_change(reference,
                                                            run_flags, tmp_path):
   workdir = str(tmp_path / 'run')
