@@ -399,7 +399,8 @@ def _train_and_evaluate(config, workdir, stop):
   if first_epoch is None:  # Finished.
     best = manager.best_step()
     manager.close()
-    return _finished_result(config, workdir, dataset, best)
+    return _finished_result(config, workdir, dataset, best,
+                            stopper.should_stop, len(history))
   writer = None
   try:
     programs = Programs(config, dataset, mesh)
@@ -519,7 +520,8 @@ def change_matters(manager, first_epoch):
                                         manager.latest_step()).get('finished')
 
 
-def _finished_result(config, workdir, dataset, best_step):
+def _finished_result(config, workdir, dataset, best_step, stopped_early,
+                     epochs):
   """A finished run's eval.json, untouched; evaluated only if missing or
   older than the best checkpoint (killed before the evaluation ended)."""
   from cifar_flax import evaluate  # pylint: disable=g-import-not-at-top
@@ -533,7 +535,12 @@ def _finished_result(config, workdir, dataset, best_step):
         f'top-1 {result["test_top1"]:.4f}, top-5 {result["test_top5"]:.4f}, '
         f'loss {result["test_loss"]:.4f} (best checkpoint, epoch '
         f'{best_step}; {workdir_lib.EVAL_FILE}). Evaluate again with '
-        f'--mode=eval.')
+        f'--mode=eval; train on with a higher '
+        f'--config.{"patience" if stopped_early else "num_epochs"} and '
+        f'--config.allow_config_change=True ('
+        + (f'it stopped early after epoch {epochs}, no val_loss improvement '
+           f'for {config.patience} epochs).' if stopped_early else
+           f'all {epochs} epochs are trained).'))
   return result
 
 

@@ -233,6 +233,9 @@ def test_rerunning_a_finished_run_changes_nothing(reference, run_flags):
   rc, out, err = _run(reference, run_flags)
   assert rc == 0, out + err
   assert 'this run has already finished; nothing changed' in out
+  assert ('train on with a higher --config.num_epochs and '
+          f'--config.allow_config_change=True (all {NUM_EPOCHS} epochs are '
+          'trained).') in out
   ev = workdir_lib.read_json(os.path.join(reference, workdir_lib.EVAL_FILE))
   assert f'top-1 {ev["test_top1"]:.4f}' in out
   assert _snapshot(reference) == before
