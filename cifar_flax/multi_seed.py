@@ -216,7 +216,8 @@ def _train_and_evaluate(config, workdirs, stop):
         r.writer.close()
   # A seed finished before keeps its eval.json, as a finished single run.
   return {r.seed: (train._finished_result(  # pylint: disable=protected-access
-      r.config, r.workdir, dataset, finished[r.seed]) if r.seed in finished
+      r.config, r.workdir, dataset, finished[r.seed], r.stopper.should_stop,
+      len(r.history)) if r.seed in finished
                    else evaluate_lib.evaluate(r.config, r.workdir,
                                               dataset=dataset))
           for r in runs if not _diverged(r.workdir)}
