@@ -117,6 +117,9 @@ def _read_members(data_dir):
   """Returns {'train', 'test', 'meta'} -> (bytes, description for errors)."""
   if not data_dir:
     raise DataError('no data_dir given')
+  if os.path.isfile(data_dir):
+    raise DataError(f'data_dir {data_dir!r} is a file: give the folder that '
+                    f'holds {ARCHIVE_NAME} (or {FOLDER_NAME}/)')
   if not os.path.isdir(data_dir):
     raise DataError(f'data_dir {data_dir!r} does not exist or is not a '
                     f'directory (it should hold {ARCHIVE_NAME} or '

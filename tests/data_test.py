@@ -70,6 +70,11 @@ def test_missing_path_is_named(tmp_path):
     data.load_archive(str(tmp_path / 'nowhere'))
   with pytest.raises(data.DataError, match='neither cifar-100-python.tar.gz'):
     data.load_archive(str(tmp_path))
+  archive = tmp_path / 'cifar-100-python.tar.gz'
+  archive.write_bytes(b'')
+  with pytest.raises(data.DataError, match='is a file: give the folder that '
+                     'holds cifar-100-python.tar.gz'):
+    data.load_archive(str(archive))
 
 
 def test_archive_without_members(tmp_path):

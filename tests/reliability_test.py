@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import ml_collections
 import pytest
 from PIL import Image
 
@@ -464,13 +465,15 @@ def test_divergence_in_the_first_epoch_says_there_is_no_checkpoint(
   assert _steps(workdir) == [] and workdir_lib.read_history(workdir) == []
   assert cli.run(tiny_config, workdir, 'eval') == 1
   assert 'error: no checkpoint in' in capsys.readouterr().err
-  # The advice works: the same workdir trains afresh.
+  # The advice works: this workdir takes the lower learning rate.
   assert 'in this one with --config.allow_config_change=True' in err
-  rc, out, err = _run(workdir, run_flags + [
-      '--config.learning_rate=3e-4', '--config.num_epochs=1',
-      '--config.allow_config_change=True'])
-  assert rc == 0, out + err
-  assert [r['epoch'] for r in workdir_lib.read_history(workdir)] == [1]
+  lower = ml_collections.ConfigDict(
+      workdir_lib.read_json(os.path.join(workdir, workdir_lib.CONFIG_FILE)))
+  lower.learning_rate /= 10
+  with pytest.raises(workdir_lib.WorkdirError, match='different config'):
+    workdir_lib.prepare(workdir, lower)
+  assert workdir_lib.prepare(workdir, lower, allow_change=True) == [
+      'learning_rate']
 
 
 # --- 5. Bad configuration -----------------------------------------------------------
