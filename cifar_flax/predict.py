@@ -34,9 +34,12 @@ def _to_rgb(image):
   if image.mode in ('I', 'I;16', 'I;16B', 'I;16L', 'F'):  # 16/32-bit gray.
     a = np.asarray(image, np.float64)
     # 16-bit modes span 0-65535, however dark the photo; 'I' and 'F' say
-    # nothing of their range: read as 16-bit if above 255, else as 8-bit.
+    # nothing of their range: read as 16-bit if above 255, else as 8-bit,
+    # and floats no larger than 1 as [0, 1].
     if image.mode.startswith('I;16') or a.max() > 255:
       a = a / 257.0
+    elif image.mode == 'F' and a.max() <= 1.0:
+      a = a * 255.0
     image = Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8),
                             'L')
   if image.mode in ('RGBA', 'LA', 'PA') or 'transparency' in image.info:

@@ -180,6 +180,14 @@ def test_load_image_reads_every_mode(tmp_path):
       assert im.mode == 'I;16'
     _, dark = predict.load_image(str(tmp_path / 'dark.png'))
     assert dark.min() == dark.max() == want, value
+  # Floats: [0, 1] (0.4 is 102 of 255), or 0-255 if larger.
+  for value, want in ((0.4, 102), (40.0, 40)):
+    Image.fromarray(np.full((8, 8), value, np.float32)).save(
+        tmp_path / 'float.tif')
+    with Image.open(tmp_path / 'float.tif') as im:
+      assert im.mode == 'F'
+    _, grey = predict.load_image(str(tmp_path / 'float.tif'))
+    assert grey.min() == grey.max() == want, value
 
 
 def test_a_large_photo_is_drawn_reduced(tmp_path, monkeypatch):
