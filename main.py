@@ -101,8 +101,9 @@ def parse_flags(argv):
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if len(argv) > 1:  # One line, not absl's page of usage.
+    sys.exit(f'FATAL Flags parsing error: unexpected arguments {argv[1:]} '
+             f'(flags only, e.g. --mode=eval)')
   if not FLAGS['verbosity'].present:  # orbax logs every save at INFO.
     logging.set_verbosity(logging.WARNING)
   # Until cli.run takes over the signals: SIGTERM as Ctrl-C, one line.

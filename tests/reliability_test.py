@@ -522,6 +522,16 @@ def test_config_file_that_cannot_load_is_one_line(name, text, said, tmp_path):
   assert not os.path.exists(workdir)
 
 
+def test_stray_argument_is_one_line(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, 'main.py', '--config=configs/test.py',
+       f'--workdir={tmp_path}/run', 'eval'],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 1
+  assert proc.stderr == ("FATAL Flags parsing error: unexpected arguments "
+                         "['eval'] (flags only, e.g. --mode=eval)\n")
+
+
 def test_near_miss_field_is_named_with_the_field_meant(tmp_path):
   workdir = str(tmp_path / 'run')
   proc = subprocess.run(
