@@ -249,14 +249,21 @@ def test_rerunning_a_finished_run_changes_nothing(reference, run_flags):
   assert _snapshot(reference) == before
 
 
-def test_damaged_json_is_rewritten_from_the_checkpoint_or_named(
-    reference, tiny_config, tmp_path, capsys):
+def _copy_of_run(run, config, tmp_path):
+  """A copy of workdir `run`; `config` (configs/test.py) updated to the
+  config.json it ran, so that the copy resumes."""
   workdir = str(tmp_path / 'run')
-  shutil.copytree(reference, workdir)
+  shutil.copytree(run, workdir)
   ran = workdir_lib.read_json(os.path.join(workdir, workdir_lib.CONFIG_FILE))
-  tiny_config.update({k: ran[k] for k in (
+  config.update({k: ran[k] for k in (
       'data_dir', 'train_subset', 'test_subset', 'num_epochs', 'patience',
       'checkpoint_every_epochs', 'compilation_cache_dir')})
+  return workdir
+
+
+def test_damaged_json_is_rewritten_from_the_checkpoint_or_named(
+    reference, tiny_config, tmp_path, capsys):
+  workdir = _copy_of_run(reference, tiny_config, tmp_path)
   history_path = os.path.join(workdir, workdir_lib.HISTORY_FILE)
   with open(history_path, 'r+') as f:  # Cut short.
     f.truncate(os.path.getsize(history_path) // 2)
@@ -282,12 +289,7 @@ def test_damaged_json_is_rewritten_from_the_checkpoint_or_named(
 @pytest.mark.parametrize('damage', ['arrays', 'state', 'meta'])
 def test_damaged_checkpoint_is_named_and_left_as_it_is(
     damage, reference, tiny_config, tmp_path, capsys):
-  workdir = str(tmp_path / 'run')
-  shutil.copytree(reference, workdir)
-  ran = workdir_lib.read_json(os.path.join(workdir, workdir_lib.CONFIG_FILE))
-  tiny_config.update({k: ran[k] for k in (
-      'data_dir', 'train_subset', 'test_subset', 'num_epochs', 'patience',
-      'checkpoint_every_epochs', 'compilation_cache_dir')})
+  workdir = _copy_of_run(reference, tiny_config, tmp_path)
   for step in _steps(workdir):  # The latest (train) and the best (eval).
     path = os.path.join(workdir, 'checkpoints', str(step))
     if damage == 'arrays':  # The chunks of every array, gone.
@@ -404,13 +406,10 @@ def test_eval_report_predict_into_an_unwritable_workdir_stop_first(
   from cifar_flax import evaluate  # pylint: disable=g-import-not-at-top
   from cifar_flax import predict  # pylint: disable=g-import-not-at-top
   from cifar_flax import reports  # pylint: disable=g-import-not-at-top
-  workdir = str(tmp_path / 'run')
-  shutil.copytree(reference, workdir)
+  workdir = _copy_of_run(reference, tiny_config, tmp_path)
   saved = _snapshot(workdir)
   image = str(tmp_path / 'photo.png')
   Image.new('RGB', (40, 30), (200, 30, 30)).save(image)
-  tiny_config.update(train_subset=80, test_subset=16, num_epochs=NUM_EPOCHS,
-                     patience=100, checkpoint_every_epochs=2)
   # Root writes through chmod: the write probe fails as in a read-only
   # workdir. Nothing may be computed before the check.
   def refuse(**_):

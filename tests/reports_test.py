@@ -172,21 +172,17 @@ def test_load_image_reads_every_mode(tmp_path):
   _, deep = predict.load_image(str(tmp_path / 'deep.png'))
   assert deep.min() == 255
   # A dark 16-bit photo stays dark: 25700 of 65535 is 100 of 255, and 200
-  # (below 256, which an 8-bit guess would read as 200 of 255) is 1.
-  for value, want in ((25700, 100), (200, 1)):
-    Image.fromarray(np.full((8, 8), value, np.uint16)).save(
-        tmp_path / 'dark.png')
-    with Image.open(tmp_path / 'dark.png') as im:
-      assert im.mode == 'I;16'
-    _, dark = predict.load_image(str(tmp_path / 'dark.png'))
-    assert dark.min() == dark.max() == want, value
-  # Floats: [0, 1] (0.4 is 102 of 255), or 0-255 if larger.
-  for value, want in ((0.4, 102), (40.0, 40)):
-    Image.fromarray(np.full((8, 8), value, np.float32)).save(
-        tmp_path / 'float.tif')
-    with Image.open(tmp_path / 'float.tif') as im:
-      assert im.mode == 'F'
-    _, grey = predict.load_image(str(tmp_path / 'float.tif'))
+  # (below 256, which an 8-bit guess would read as 200 of 255) is 1. Floats:
+  # [0, 1] (0.4 is 102 of 255), or 0-255 if larger.
+  for value, want, dtype, mode, name in (
+      (25700, 100, np.uint16, 'I;16', 'dark.png'),
+      (200, 1, np.uint16, 'I;16', 'dark.png'),
+      (0.4, 102, np.float32, 'F', 'float.tif'),
+      (40.0, 40, np.float32, 'F', 'float.tif')):
+    Image.fromarray(np.full((8, 8), value, dtype)).save(tmp_path / name)
+    with Image.open(tmp_path / name) as im:
+      assert im.mode == mode
+    _, grey = predict.load_image(str(tmp_path / name))
     assert grey.min() == grey.max() == want, value
 
 
