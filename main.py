@@ -51,13 +51,15 @@ def _config_load_error(argv, e):
   """One line for a config file that could not be loaded."""
   while e.__cause__ is not None:  # ml_collections wraps the OS's error twice.
     e = e.__cause__
+  lines = str(e).strip().splitlines() or ['']
   if isinstance(e, SyntaxError):
     why = f'syntax error at line {e.lineno}: {e.msg}'
   elif isinstance(e, OSError):  # The last line names the file and the error.
-    why = str(e).strip().splitlines()[-1].strip()
+    why = lines[-1].strip()
   else:  # Raised while running the file: its line.
-    line = traceback.extract_tb(e.__traceback__)[-1].lineno
-    why = f'{type(e).__name__} at line {line}: {str(e).splitlines()[0]}'
+    frames = traceback.extract_tb(e.__traceback__)
+    where = f' at line {frames[-1].lineno}' if frames else ''
+    why = f'{type(e).__name__}{where}: {lines[0]}'
   return (f'FATAL Flags parsing error: --config={_config_arg(argv)}: cannot '
           f'load the config file ({why})')
 

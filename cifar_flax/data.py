@@ -93,7 +93,7 @@ def _array(obj, key, where, dtype=None):
   except (ValueError, TypeError) as e:
     raise DataError(f'{where}: {key!r} is not an array of numbers '
                     f'({type(e).__name__}: {e})') from e
-  if out.dtype == object or not np.issubdtype(out.dtype, np.number):
+  if not np.issubdtype(out.dtype, np.number):  # Objects, strings.
     raise DataError(f'{where}: {key!r} is not an array of numbers (found '
                     f'{out.dtype})')
   return out
