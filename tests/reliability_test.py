@@ -288,8 +288,11 @@ def test_damaged_json_is_rewritten_from_the_checkpoint_or_named(
 
 @pytest.mark.parametrize('damage', ['arrays', 'state', 'meta'])
 def test_damaged_checkpoint_is_named_and_left_as_it_is(
-    damage, reference, tiny_config, tmp_path, capsys):
+    damage, reference, tiny_config, tmp_path, capsys, monkeypatch):
   workdir = _copy_of_run(reference, tiny_config, tmp_path)
+  # As main.py does (the hook goes back after the test).
+  monkeypatch.setattr(sys, 'unraisablehook', sys.unraisablehook)
+  checkpointing.drop_closed_loop_reports()
   for step in _steps(workdir):  # The latest (train) and the best (eval).
     path = os.path.join(workdir, 'checkpoints', str(step))
     if damage == 'arrays':  # The chunks of every array, gone.
