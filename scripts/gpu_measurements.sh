@@ -10,6 +10,10 @@
 # (the seeds' JSON under results/h200/*/table/) and trains $ROWS (a Python
 # tuple, e.g. ROWS='("rmsprop","elu")'; default: every row).
 set -uo pipefail
+if [ $# -lt 2 ]; then
+  echo "usage: bash scripts/gpu_measurements.sh DATA_DIR OUT_DIR [STEP ...]" >&2
+  exit 2
+fi
 data=$(realpath -m "$1"); out=$(realpath -m "$2"); shift 2
 cd "$(dirname "$0")/.."  # main.py, configs/ and results/ are read from here.
 steps=${*:-bench final final_bf16 report fast fast_long table}
@@ -20,12 +24,14 @@ for step in $steps; do  # A misspelt step fails before any step runs.
   esac
 done
 extra=${EXTRA:-}
+failed=0  # Set by a failed step: the script's exit status, once all ran.
 mkdir -p "$out"
 run() {  # run STEP ARGS...: one main.py command, timed, logged.
   local step=$1; shift
   local t0; t0=$(date +%s%N)
   ${PYTHON:-python3} main.py "$@" $extra > "$out/$step.log" 2>&1
   local rc=$?
+  [ $rc = 0 ] || failed=1
   echo "$step rc=$rc wall $(( ($(date +%s%N) - t0) / 1000000 )) ms" | tee -a "$out/summary.txt"
   tail -3 "$out/$step.log"
 }
@@ -44,3 +50,4 @@ for step in $steps; do
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done
+exit $failed
