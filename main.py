@@ -1,5 +1,7 @@
 """cifar_flax: python main.py --config=configs/final.py --workdir=runs/final [--mode=...]."""
 
+import importlib.util
+import json
 import os
 import signal
 import sys
@@ -64,6 +66,33 @@ def _config_load_error(argv, e):
           f'load the config file ({why})')
 
 
+def _overrides_hint(argv, arg):
+  """For --config.overrides.a.b=v, a field the sweep's overrides lack: the
+  whole --config.overrides that sets it and keeps the config's own (read
+  from the config file again: the failed parse left none)."""
+  path, _, variant = _config_arg(argv).partition(':')
+  try:
+    spec = importlib.util.spec_from_file_location('sweep_config', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(*([variant] if variant else []))
+    merged = config.overrides.to_dict()
+  except Exception:  # pylint: disable=broad-except
+    merged = {}
+  name, _, value = arg[len('--config.overrides.'):].partition('=')
+  try:
+    value = json.loads(value)
+  except ValueError:
+    pass  # A string.
+  *parents, leaf = name.split('.')
+  d = merged
+  for p in parents:
+    d = d.setdefault(p, {})
+  d[leaf] = value
+  return ("a sweep's overrides take new fields only whole, and replace the "
+          f"config's own: --config.overrides='{json.dumps(merged)}'")
+
+
 def parse_flags(argv):
   """absl's parsing, with an unknown --config field, or a config file that
   cannot be loaded, named in one line (ml_collections raises a bare
@@ -87,10 +116,8 @@ def parse_flags(argv):
     given = [a for a in argv if a.startswith('--config.') and field in a]
     if not given:  # Not an override's: raised by the config file itself.
       sys.exit(_config_load_error(argv, e))
-    if (field != 'overrides' and
-        any(a.startswith('--config.overrides.') for a in given)):
-      where = ('a sweep\'s overrides start empty: give them whole, e.g. '
-               f'--config.overrides=\'{{"{field}": ...}}\'')
+    if field != 'overrides' and given[0].startswith('--config.overrides.'):
+      where = _overrides_hint(argv, given[0])
     else:
       where = 'all fields: configs/default.py'
     sys.exit(f'FATAL Flags parsing error: {" ".join(given)}: the config has '

@@ -5,6 +5,7 @@ Training runs go through main.py in subprocesses (as a user runs them) that
 share one XLA compilation cache, so only the first run compiles.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -555,8 +556,22 @@ def test_near_miss_field_is_named_with_the_field_meant(tmp_path):
   assert proc.returncode != 0
   assert proc.stderr.strip().splitlines()[-1] == (
       "FATAL Flags parsing error: --config.overrides.num_epochs=5: the config "
-      "has no field 'num_epochs' (a sweep's overrides start empty: give them "
-      """whole, e.g. --config.overrides='{"num_epochs": ...}')""")
+      "has no field 'num_epochs' (a sweep's overrides take new fields only "
+      "whole, and replace the config's own: "
+      """--config.overrides='{"num_epochs": 5}')""")
+  # The hint keeps a variant's own overrides.
+  proc = subprocess.run(
+      [sys.executable, 'main.py', '--config=configs/paper_table.py:tiny',
+       f'--workdir={workdir}', '--mode=sweep',
+       '--config.overrides.augment.zoom_range=0.1'],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0
+  hint = proc.stderr.strip().splitlines()[-1]
+  assert hint.endswith("}')"), hint
+  assert json.loads(hint.split("--config.overrides='")[1][:-2]) == {
+      'model': 'cnn5', 'batch_size': 25, 'eval_batch_size': 16,
+      'num_epochs': 3, 'patience': 1, 'compilation_cache_dir': '',
+      'augment': {'zoom_range': 0.1}}
   assert not os.path.exists(workdir)
 
 
