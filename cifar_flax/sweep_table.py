@@ -13,6 +13,7 @@ import datetime
 import os
 import shutil
 
+import ml_collections
 import numpy as np
 
 from cifar_flax import config_checks
@@ -28,8 +29,14 @@ STATS = (('test_top1', 100.0), ('test_top5', 100.0), ('best_epoch', 1.0),
 
 
 def seed_result(workdir, config):
-  """What the table needs from one seed finished under `config`, or None."""
-  if not multi_seed.is_done(workdir, config):
+  """What the table needs from one seed, or None if it has not finished
+  under the config it ran (its config.json; `config`, its row's, without
+  one). A seed finished under another config than its row's counts, and
+  config_drift names what differs: a table written with other settings
+  than the sweep's hides no measured seed."""
+  ran = workdir_lib.read_json(os.path.join(workdir, workdir_lib.CONFIG_FILE))
+  if not multi_seed.is_done(
+      workdir, config if ran is None else ml_collections.ConfigDict(ran)):
     return None
   ev = workdir_lib.read_json(os.path.join(workdir, workdir_lib.EVAL_FILE))
   if ev is None:  # Diverged.

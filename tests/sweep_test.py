@@ -129,6 +129,19 @@ def test_sweep_end_to_end_skips_and_resumes(tmp_path, fake_data_dir,
   with open(copy / 'results' / 'paper_table.csv') as f:
     assert list(csv.DictReader(f)) == want
 
+  # A table written with other settings than the sweep's (more epochs, a
+  # patience they never met) still counts every finished seed, and names
+  # what they ran.
+  config.overrides.update(num_epochs=5, patience=3)
+  sweep_table.write(config, workdir)
+  with open(os.path.join(workdir, 'results', 'paper_table.csv')) as f:
+    other = {r['row']: r for r in csv.DictReader(f)}
+  for row in want:
+    assert other[row['row']]['test_top1_mean'] == row['test_top1_mean']
+    assert other[row['row']]['n_seeds'] == row['n_seeds']
+  assert 'num_epochs (3, now 5), patience (1, now 3)' in (
+      other['adam_lr1e4']['config_drift'])
+
 
 def test_table_without_runs_marks_every_row_unmeasured(tmp_path):
   config = paper_table.get_config()
