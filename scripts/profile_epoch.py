@@ -8,7 +8,8 @@ pass), then sums the trace's device events by name per trace line (on a GPU:
 the 'XLA Ops' line names HLO instructions, the stream lines name kernels) and
 prints the largest, with the pass's wall time for comparison. Writes
 OUT/summary.json, OUT/epoch_hlo.txt (the compiled program, to look the
-instruction names up) and the raw trace under OUT/trace.
+instruction names up; scan form only) and the raw trace under OUT/trace.
+On a CPU the trace has no device lines: only the wall time is printed.
 """
 
 import collections
@@ -104,6 +105,9 @@ def main(argv):
       for ev, ms, count in line['top'][:FLAGS.top]:
         print(f'  {ms / steps * 1e3:8.1f} us/step  x{count / steps:5.1f}  '
               f'{ev[:110]}')
+  if not summary['lines']:
+    print(f'no device lines in the trace ({jax.default_backend()}): the '
+          f'per-kernel breakdown needs a GPU (or TPU)')
 
 
 if __name__ == '__main__':
