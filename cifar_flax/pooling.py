@@ -23,6 +23,14 @@ def _windows(x):
   return x.reshape(n, h // 2, 2, w // 2, 2, c)
 
 
+def _unwindows(win, shape):
+  """_windows' inverse for an input of `shape`: zeros where it dropped a
+  trailing odd row or column."""
+  n, h, w, c = shape
+  x = win.reshape(n, h // 2 * 2, w // 2 * 2, c)
+  return jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
+
+
 def _max_2x2(x):
   """(N, H, W, C) -> (N, H // 2, W // 2, C), the max of each 2x2 window."""
   return _windows(x).max(axis=(2, 4))
@@ -53,9 +61,7 @@ def _bwd(res, g):
       cols.append(jnp.where(hit, g, jnp.zeros_like(g)))
     rows.append(jnp.stack(cols, axis=3))    # (n, h2, w2, 2, c)
   grad = jnp.stack(rows, axis=2)            # (n, h2, 2, w2, 2, c)
-  n, h, w, c = x.shape
-  grad = grad.reshape(n, h // 2 * 2, w // 2 * 2, c)
-  return (jnp.pad(grad, ((0, 0), (0, h % 2), (0, w % 2), (0, 0))),)
+  return (_unwindows(grad, x.shape),)
 
 
 def _bwd_select(res, g):
@@ -75,9 +81,7 @@ def _bwd_select(res, g):
   take = jnp.where(a == 0, jnp.where(b == 0, first[0][0], first[0][1]),
                    jnp.where(b == 0, first[1][0], first[1][1]))
   grad = jnp.where(take, gb, jnp.zeros_like(gb))
-  n, h, w, c = x.shape
-  grad = grad.reshape(n, h // 2 * 2, w // 2 * 2, c)
-  return (jnp.pad(grad, ((0, 0), (0, h % 2), (0, w % 2), (0, 0))),)
+  return (_unwindows(grad, x.shape),)
 
 
 # config.max_pool='fused' and 'fused_select': the same values and gradients.
