@@ -262,6 +262,18 @@ def _copy_of_run(run, config, tmp_path):
   return workdir
 
 
+def _refusals(config, workdir, capsys, modes=('train', 'eval')):
+  """The error output of each mode, each of which must exit 1 and leave
+  every file of `workdir` as it was."""
+  saved = _snapshot(workdir)
+  errors = []
+  for mode in modes:
+    assert cli.run(config, workdir, mode) == 1
+    errors.append(capsys.readouterr().err)
+  assert _snapshot(workdir) == saved
+  return errors
+
+
 def test_damaged_json_is_rewritten_from_the_checkpoint_or_named(
     reference, tiny_config, tmp_path, capsys):
   workdir = _copy_of_run(reference, tiny_config, tmp_path)
@@ -278,13 +290,9 @@ def test_damaged_json_is_rewritten_from_the_checkpoint_or_named(
   config_path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
   with open(config_path, 'a') as f:
     f.write('}')
-  saved = _snapshot(workdir)
-  for mode in ('train', 'eval'):
-    assert cli.run(tiny_config, workdir, mode) == 1
-    err = capsys.readouterr().err
+  for err in _refusals(tiny_config, workdir, capsys):
     assert err.startswith(f'error: {config_path} is damaged, not JSON ('), err
     assert err.endswith('): restore it or move it away\n'), err
-  assert _snapshot(workdir) == saved
 
 
 @pytest.mark.parametrize('damage', ['arrays', 'state', 'meta'])
@@ -306,15 +314,11 @@ def test_damaged_checkpoint_is_named_and_left_as_it_is(
     else:
       with open(os.path.join(path, 'meta', 'metadata'), 'w') as f:
         f.write('{"epoch": ')
-  saved = _snapshot(workdir)
-  for mode in ('train', 'eval'):
-    assert cli.run(tiny_config, workdir, mode) == 1
-    err = capsys.readouterr().err
+  for err in _refusals(tiny_config, workdir, capsys):
     assert err.startswith(f'error: checkpoint {workdir}/checkpoints/'), err
     assert ' cannot be read (' in err, err
     assert err.endswith('): it is damaged; move it away to go on from an '
                         'earlier checkpoint, or train in a new --workdir\n')
-  assert _snapshot(workdir) == saved
 
 
 def test_only_orbax_closed_loop_reports_are_dropped(monkeypatch):
@@ -479,6 +483,12 @@ def test_divergence_in_the_first_epoch_says_there_is_no_checkpoint(
       'learning_rate']
 
 
+def _main(*args):
+  """main.py with `args` in a subprocess, as a user runs it."""
+  return subprocess.run([sys.executable, 'main.py', *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=120)
+
+
 # --- 5. Bad configuration -----------------------------------------------------------
 
 
@@ -490,10 +500,7 @@ def test_divergence_in_the_first_epoch_says_there_is_no_checkpoint(
 def test_unknown_field_or_wrong_type_fails_at_parsing(override, field,
                                                       tmp_path):
   workdir = str(tmp_path / 'run')
-  proc = subprocess.run(
-      [sys.executable, 'main.py', '--config=configs/test.py',
-       f'--workdir={workdir}', override],
-      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  proc = _main('--config=configs/test.py', f'--workdir={workdir}', override)
   assert proc.returncode != 0
   assert field in proc.stderr and 'Traceback' not in proc.stderr
   assert not os.path.exists(workdir)
@@ -515,9 +522,7 @@ def test_config_file_that_cannot_load_is_one_line(name, text, said, tmp_path):
   elif text is not None:
     path.write_text(text)
   workdir = str(tmp_path / 'run')
-  proc = subprocess.run(
-      [sys.executable, 'main.py', f'--config={path}', f'--workdir={workdir}'],
-      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  proc = _main(f'--config={path}', f'--workdir={workdir}')
   assert proc.returncode != 0
   assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
   assert proc.stderr.startswith(f'FATAL Flags parsing error: --config={path}: ')
@@ -526,10 +531,7 @@ def test_config_file_that_cannot_load_is_one_line(name, text, said, tmp_path):
 
 
 def test_stray_argument_is_one_line(tmp_path):
-  proc = subprocess.run(
-      [sys.executable, 'main.py', '--config=configs/test.py',
-       f'--workdir={tmp_path}/run', 'eval'],
-      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  proc = _main('--config=configs/test.py', f'--workdir={tmp_path}/run', 'eval')
   assert proc.returncode == 1
   assert proc.stderr == ("FATAL Flags parsing error: unexpected arguments "
                          "['eval'] (flags only, e.g. --mode=eval)\n")
@@ -537,10 +539,8 @@ def test_stray_argument_is_one_line(tmp_path):
 
 def test_near_miss_field_is_named_with_the_field_meant(tmp_path):
   workdir = str(tmp_path / 'run')
-  proc = subprocess.run(
-      [sys.executable, 'main.py', '--config=configs/test.py',
-       f'--workdir={workdir}', '--config.augment.zoom_rang=0.1'],
-      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  proc = _main('--config=configs/test.py', f'--workdir={workdir}',
+               '--config.augment.zoom_rang=0.1')
   assert proc.returncode != 0
   assert proc.stderr.strip().splitlines()[-1] == (
       "FATAL Flags parsing error: --config.augment.zoom_rang=0.1: the config "
@@ -548,11 +548,8 @@ def test_near_miss_field_is_named_with_the_field_meant(tmp_path):
       '"zoom_range" instead of "zoom_rang"?')
   assert not os.path.exists(workdir)
   # A sweep's overrides start empty: one field of them is no field yet.
-  proc = subprocess.run(
-      [sys.executable, 'main.py', '--config=configs/paper_table.py',
-       f'--workdir={workdir}', '--mode=sweep',
-       '--config.overrides.num_epochs=5'],
-      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  proc = _main('--config=configs/paper_table.py', f'--workdir={workdir}',
+               '--mode=sweep', '--config.overrides.num_epochs=5')
   assert proc.returncode != 0
   assert proc.stderr.strip().splitlines()[-1] == (
       "FATAL Flags parsing error: --config.overrides.num_epochs=5: the config "
@@ -560,11 +557,8 @@ def test_near_miss_field_is_named_with_the_field_meant(tmp_path):
       "whole, and replace the config's own: "
       """--config.overrides='{"num_epochs": 5}')""")
   # The hint keeps a variant's own overrides.
-  proc = subprocess.run(
-      [sys.executable, 'main.py', '--config=configs/paper_table.py:tiny',
-       f'--workdir={workdir}', '--mode=sweep',
-       '--config.overrides.augment.zoom_range=0.1'],
-      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  proc = _main('--config=configs/paper_table.py:tiny', f'--workdir={workdir}',
+               '--mode=sweep', '--config.overrides.augment.zoom_range=0.1')
   assert proc.returncode != 0
   hint = proc.stderr.strip().splitlines()[-1]
   assert hint.endswith("}')"), hint
