@@ -3,8 +3,10 @@
 import importlib.util
 import json
 import os
+import re
 import signal
 import sys
+import textwrap
 import traceback
 
 from absl import app
@@ -93,12 +95,65 @@ def _overrides_hint(argv, arg):
           f"config's own: --config.overrides='{json.dumps(merged)}'")
 
 
+RUN_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                          'configs', 'run.py')
+
+
+def _run_config_argv(argv):
+  """--config=WORKDIR (or WORKDIR/config.json) reads the config that run was
+  trained with: --config=configs/run.py:WORKDIR."""
+  def run_config(value):
+    if os.path.isdir(value):
+      workdir = value
+    elif os.path.basename(value) == 'config.json':
+      workdir = os.path.dirname(value) or '.'
+    else:
+      return value
+    return f'{os.path.relpath(RUN_CONFIG)}:{workdir}'
+  argv = list(argv)
+  for i, a in enumerate(argv):
+    if a.startswith('--config='):
+      argv[i] = '--config=' + run_config(a.split('=', 1)[1])
+    elif a == '--config' and i + 1 < len(argv):
+      argv[i + 1] = run_config(argv[i + 1])
+  return argv
+
+
+def _flags_error(argv, e):
+  """absl's message for a flag it rejects; for a config file that raised a
+  ValueError or TypeError (ml_collections puts the whole traceback in the
+  message), one line."""
+  text = str(e)
+  if 'Error whilst parsing config file' not in text:  # As absl says it.
+    if '\n' in text:
+      text = '\n' + textwrap.indent(text, '  ')
+    return (f'FATAL Flags parsing error: {text}\nPass --helpshort or '
+            f'--helpfull to see help on flags.')
+  lines = [l.strip() for l in text.splitlines() if l.strip()]
+  config = _config_arg(argv)
+  path = config.split(':', 1)[0]
+  if os.path.abspath(path) == RUN_CONFIG:  # Its messages say everything.
+    why = lines[-1].split(': ', 1)[-1]
+    return f'FATAL Flags parsing error: --config={config}: {why}'
+  frames = re.findall(r'File "(.*)", line (\d+)', text)
+  lines_there = [n for f, n in frames if os.path.abspath(f) ==
+                 os.path.abspath(path)]
+  name, _, message = lines[-1].partition(': ')
+  where = f' at line {lines_there[-1]}' if lines_there else ''
+  return (f'FATAL Flags parsing error: --config={config}: cannot load the '
+          f'config file ({name}{where}: {message})')
+
+
 def parse_flags(argv):
   """absl's parsing, with an unknown --config field, or a config file that
   cannot be loaded, named in one line (ml_collections raises a bare
   AttributeError for the first and a traceback for the second)."""
+  argv = _run_config_argv(argv)
   try:
-    rest = app.parse_flags_with_usage(argv)
+    try:
+      rest = FLAGS(argv)
+    except flags.Error as e:
+      sys.exit(_flags_error(argv, e))
     FLAGS.config.keys()  # A file it could not read, ml_collections raises here.
     return rest
   except (AttributeError, KeyError) as e:

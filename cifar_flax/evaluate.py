@@ -53,8 +53,8 @@ def check_run_config(config, workdir):
             f'{f}={ran[f]!r}' for f in differ) + ' (its '
         f'{workdir_lib.CONFIG_FILE}), this config gives ' + ', '.join(
             f'{f}={given.get(f)!r}' for f in differ) + ': pass the config '
-        'it was trained with (or --config.allow_config_change=True to '
-        'evaluate it so anyway)')
+        f'it was trained with, --config={workdir} (or '
+        '--config.allow_config_change=True to evaluate it so anyway)')
 
 
 def load_best(config, workdir):
@@ -78,8 +78,8 @@ def load_best(config, workdir):
       state, meta = checkpointing.restore(manager, step, abstract)
     except ValueError as e:  # Another model or optimizer.
       raise workdir_lib.checkpoint_mismatch(
-          workdir, config, step, e, 'use the config it was trained with '
-          f'(the run\'s fields are in {workdir_lib.CONFIG_FILE} there)',
+          workdir, config, step, e, 'use the config it was trained with, '
+          f'--config={workdir} (its {workdir_lib.CONFIG_FILE})',
           config_checks.RESUMABLE_KEYS) from e
   finally:
     manager.close()
@@ -110,7 +110,8 @@ def check_classes(restored, dataset, workdir, config):
     raise config_checks.ConfigError(
         f'{workdir}: the checkpoint has {len(restored.class_names)} classes '
         f'but the config loads {dataset.num_classes} other ones (label_type '
-        f'{config.label_type!r}); pass the config the run was trained with')
+        f'{config.label_type!r}); pass the config the run was trained with, '
+        f'--config={workdir}')
 
 
 def evaluate(config, workdir, dataset=None):

@@ -372,7 +372,8 @@ def test_allowed_change_that_the_checkpoint_cannot_take_is_refused(
     err = capsys.readouterr().err
     assert err.startswith('error: the checkpoint of epoch ') and (
         'does not fit this config (its config.json differs in model): use '
-        'the config it was trained with') in err, err
+        f'the config it was trained with, --config={workdir} (its '
+        'config.json)') in err, err
   assert _snapshot(workdir) == saved  # Nothing recorded, nothing changed.
 
 
@@ -396,7 +397,8 @@ def test_eval_refuses_a_config_that_computes_another_model(
       assert err == (f'error: {workdir!r} was trained with {field}='
                      f'{tiny_config[field]!r} (its config.json), this config '
                      f'gives {field}={value!r}: pass the config it was '
-                     f'trained with (or --config.allow_config_change=True to '
+                     f'trained with, --config={workdir} (or '
+                     f'--config.allow_config_change=True to '
                      f'evaluate it so anyway)\n'), err
   assert _snapshot(workdir) == saved
   # Allowed, an ELU evaluation runs; other labels still cannot.
@@ -508,9 +510,11 @@ def test_unknown_field_or_wrong_type_fails_at_parsing(override, field,
 
 @pytest.mark.parametrize('name, text, said', [
     ('missing.py', None, "[Errno 2] No such file or directory"),
-    ('folder', None, "[Errno 21] Is a directory"),
+    ('folder', None, "config.json does not exist: '"),
+    ('valueerror.py', 'def get_config():\n  raise ValueError("no such row")\n',
+     'ValueError at line 2: no such row'),
     ('syntax.py', 'def get_config(:\n', 'syntax error at line 1'),
-    ('config.json', '{"a": true}\n', "NameError at line 1: name 'true'"),
+    ('config.json', '[1, 2]\n', 'config.json holds no config'),
     ('raises.py', 'def get_config():\n  return {}["model"]\n',
      "KeyError at line 2: 'model'"),
     ('empty.py', '', 'the config file defines no get_config()'),
@@ -525,9 +529,58 @@ def test_config_file_that_cannot_load_is_one_line(name, text, said, tmp_path):
   proc = _main(f'--config={path}', f'--workdir={workdir}')
   assert proc.returncode != 0
   assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-  assert proc.stderr.startswith(f'FATAL Flags parsing error: --config={path}: ')
+  # A folder, or a config.json, is read as a run's own config.
+  given = {'folder': f'configs/run.py:{path}',
+           'config.json': f'configs/run.py:{tmp_path}'}.get(name, path)
+  assert proc.stderr.startswith(f'FATAL Flags parsing error: --config={given}: ')
   assert said in proc.stderr
   assert not os.path.exists(workdir)
+
+
+def test_a_run_evaluates_with_its_own_config(reference, run_flags, tmp_path,
+                                              capsys):
+  """--config=WORKDIR (or its config.json, or configs/run.py:WORKDIR) is the
+  config the run trained with: eval needs no config file or overrides."""
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(reference, workdir)
+  os.remove(os.path.join(workdir, workdir_lib.EVAL_FILE))
+  rc, out, err = _run(workdir, [f'--config={workdir}', '--mode=eval'])
+  assert rc == 0, out + err
+  assert _results(workdir) == _results(reference)
+  # Flags still override it; the run's own config is not rewritten.
+  saved = _snapshot(workdir)
+  rc, out, err = _run(workdir, [
+      f'--config={workdir}/config.json', '--mode=eval',
+      '--config.test_subset=8', '--config.allow_config_change=True'])
+  assert rc == 0, out + err
+  assert _results(workdir)[1]['num_examples'] == 8
+  assert {p: v for p, v in _snapshot(workdir).items()
+          if not p.endswith(workdir_lib.EVAL_FILE)} == {
+              p: v for p, v in saved.items()
+              if not p.endswith(workdir_lib.EVAL_FILE)}
+  # An older run's config.json lacks newer fields (defaults) or holds removed
+  # ones (ignored), with a warning each; a value of the wrong type is refused.
+  from configs import run as run_config  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
+  ran = workdir_lib.read_json(path)
+  assert run_config.get_config(workdir).to_dict() == ran | {
+      'conv_dropout': tuple(ran['conv_dropout']),
+      'fastnet': run_config.get_config(workdir).fastnet.to_dict()}
+  workdir_lib.write_json(path, {k: v for k, v in ran.items()
+                                if k != 'max_pool'} | {'removed_field': 1})
+  config = run_config.get_config(workdir)
+  assert config.max_pool == 'fused' and 'removed_field' not in config
+  err = capsys.readouterr().err
+  assert 'config.json lacks max_pool (an older run)' in err
+  assert 'does not know, ignored: removed_field' in err
+  workdir_lib.write_json(path, dict(ran, model=5))
+  proc = _main(f'--config={workdir}', f'--workdir={workdir}', '--mode=eval')
+  assert proc.returncode == 1
+  assert proc.stderr == (
+      f'FATAL Flags parsing error: --config=configs/run.py:{workdir}: {path}: '
+      "field model=5: Could not override field 'model' (reference). 5 is of "
+      "original type <class 'int'> and cannot be casted to type <class "
+      "'str'>\n"), proc.stderr
 
 
 def test_stray_argument_is_one_line(tmp_path):
