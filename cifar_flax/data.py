@@ -9,6 +9,7 @@ TensorFlow is imported only when tensorflow-datasets is the source.
 """
 
 import dataclasses
+import io
 import os
 import pickle
 import tarfile
@@ -143,9 +144,12 @@ def _read_members(data_dir):
   out = {}
   wanted = {f'{FOLDER_NAME}/{name}': name for name in names}
   try:
-    # One pass in stream order: random access into a .tar.gz decompresses
-    # it again for every seek backwards.
-    with tarfile.open(archive, 'r|gz') as tar:
+    # Decompressed whole in one call, which checks the gzip trailer's CRC
+    # and length (tarfile's own gzip stream never does), as fast as that
+    # stream; the tar is then read in memory.
+    with open(archive, 'rb') as f:
+      tar_bytes = zlib.decompress(f.read(), wbits=16 + zlib.MAX_WBITS)
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode='r:') as tar:
       for member in tar:
         name = wanted.get(member.name)
         if name is None:

@@ -93,6 +93,22 @@ def test_truncated_archive(tmp_path):
     data.load_archive(str(tmp_path))
 
 
+@pytest.mark.parametrize('damage', ['no trailer', 'wrong crc'])
+def test_archive_whose_gzip_trailer_does_not_check(damage, tmp_path):
+  """Every member decompresses, but the gzip trailer (CRC32 and length of
+  the data) is missing or does not match it."""
+  path = conftest.write_archive(str(tmp_path))
+  blob = bytearray(open(path, 'rb').read())
+  if damage == 'no trailer':
+    blob = blob[:-8]
+  else:
+    blob[-8] ^= 0xFF
+  with open(path, 'wb') as f:
+    f.write(blob)
+  with pytest.raises(data.DataError, match='truncated or corrupt archive'):
+    data.load_archive(str(tmp_path))
+
+
 def test_corrupt_pickle_names_member(tmp_path):
   members = {'train': b'not a pickle at all', 'test': conftest.fake_split(5, 1),
              'meta': conftest.fake_meta()}
