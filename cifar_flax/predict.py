@@ -8,6 +8,7 @@ photo: a top-k table on stdout and a PNG (photo, the 32x32 input, top-k bars).
 
 import os
 import sys
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -58,9 +59,13 @@ def load_image(path):
   if os.path.getsize(path) == 0:
     raise ImageReadError(f'{path}: empty file')
   try:
-    with Image.open(path) as image:
-      image.load()
-      photo = _to_rgb(ImageOps.exif_transpose(image))
+    # A photo over PIL's MAX_IMAGE_PIXELS (~89 MP) is a warning, classified
+    # as any other; over twice that, an error (below).
+    with warnings.catch_warnings():
+      warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+      with Image.open(path) as image:
+        image.load()
+        photo = _to_rgb(ImageOps.exif_transpose(image))
   except Image.UnidentifiedImageError:
     raise ImageReadError(f'{path}: not an image (PIL cannot identify '
                          f'it)') from None

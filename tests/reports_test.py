@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 from PIL import Image
@@ -184,6 +185,23 @@ def test_load_image_reads_every_mode(tmp_path):
       assert im.mode == mode
     _, grey = predict.load_image(str(tmp_path / name))
     assert grey.min() == grey.max() == want, value
+
+
+def test_a_photo_over_pils_pixel_limit_is_read_without_its_warning(
+    tmp_path, monkeypatch):
+  """Over MAX_IMAGE_PIXELS PIL warns (DecompressionBombWarning): read
+  quietly. Over twice it refuses: one clear error naming the file."""
+  monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 100)
+  for side in (12, 15):  # 144 and 225 pixels.
+    Image.new('RGB', (side, side), (9, 99, 199)).save(tmp_path / f'{side}.png')
+  with warnings.catch_warnings(record=True) as said:
+    warnings.simplefilter('always')
+    photo, small = predict.load_image(str(tmp_path / '12.png'))
+  assert not said, [str(w.message) for w in said]
+  assert photo.size == (12, 12) and (small == (9, 99, 199)).all()
+  with pytest.raises(predict.ImageReadError,
+                     match=r'15.png: unreadable image \(DecompressionBombError'):
+    predict.load_image(str(tmp_path / '15.png'))
 
 
 def test_a_large_photo_is_drawn_reduced(tmp_path, monkeypatch):
