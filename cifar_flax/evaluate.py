@@ -37,15 +37,33 @@ EVAL_FIELDS = ('model', 'activation', 'dtype', 'label_type',
                'augment.featurewise_center', 'fastnet.logit_scale')
 
 
+# With EVAL_FIELDS, the fields that change a test result: an evaluation that
+# differs from the run's config.json in one of them is not the run's result.
+TEST_FIELDS = EVAL_FIELDS + ('test_subset',)
+
+
+def _ran_and_given(config, workdir):
+  """The run's config.json (None if it has none) and `config`, flattened."""
+  ran = workdir_lib.read_json(os.path.join(workdir, workdir_lib.CONFIG_FILE))
+  given = dict(workdir_lib.flatten(workdir_lib.config_to_dict(config)))
+  return (None if ran is None else dict(workdir_lib.flatten(ran))), given
+
+
+def differs_in_result(config, workdir):
+  """{field: value} of `config` where it differs from the run's config in a
+  field that changes the test result (TEST_FIELDS)."""
+  ran, given = _ran_and_given(config, workdir)
+  return {f: given.get(f) for f in TEST_FIELDS
+          if ran is not None and f in ran and ran[f] != given.get(f)}
+
+
 def check_run_config(config, workdir):
   """Refuses to evaluate `workdir`'s model with a config that computes it
   differently (EVAL_FIELDS against the run's config.json), unless
   config.allow_config_change."""
-  ran = workdir_lib.read_json(os.path.join(workdir, workdir_lib.CONFIG_FILE))
+  ran, given = _ran_and_given(config, workdir)
   if ran is None or config.get('allow_config_change', False):
     return
-  ran = dict(workdir_lib.flatten(ran))
-  given = dict(workdir_lib.flatten(workdir_lib.config_to_dict(config)))
   differ = [f for f in EVAL_FIELDS if f in ran and ran[f] != given.get(f)]
   if differ:
     raise workdir_lib.WorkdirError(
@@ -115,8 +133,14 @@ def check_classes(restored, dataset, workdir, config):
 
 
 def evaluate(config, workdir, dataset=None):
-  """Writes WORKDIR/eval.json for the best checkpoint; returns its dict."""
+  """Writes WORKDIR/eval.json for the best checkpoint; returns its dict.
+
+  Under a config that changes the test result (a test subset, or what
+  allow_config_change let through: TEST_FIELDS), the result is not the run's:
+  it goes to eval_other_config.json, naming those fields, and eval.json
+  (the run's own, which the sweep's table reads) is kept."""
   restored = load_best(config, workdir)
+  differ = differs_in_result(config, workdir)
   workdir_lib.ensure_writable_dir(workdir)  # Before the test pass.
   if dataset is None:
     dataset = data_lib.load_dataset(config)
@@ -131,9 +155,17 @@ def evaluate(config, workdir, dataset=None):
             'date': datetime.datetime.now(datetime.timezone.utc).strftime(
                 '%Y-%m-%d'),
             'images': 'clean (scaled and centred, no augmentation)'}
-  workdir_lib.write_json(os.path.join(workdir, workdir_lib.EVAL_FILE), result)
+  path = os.path.join(workdir, workdir_lib.EVAL_FILE)
+  if differ:
+    result['config_differs'] = differ
+    path = os.path.join(workdir, workdir_lib.OTHER_EVAL_FILE)
+  workdir_lib.write_json(path, result)
   print(f'test top-1 {result["test_top1"]:.4f}  top-5 '
         f'{result["test_top5"]:.4f}  loss {result["test_loss"]:.4f}  on '
         f'{result["num_examples"]} images (best checkpoint, epoch '
-        f'{restored.epoch}) -> {os.path.join(workdir, workdir_lib.EVAL_FILE)}')
+        f'{restored.epoch}) -> {path}' + (
+            f' (not the run\'s {workdir_lib.EVAL_FILE}: this config differs '
+            f'from its {workdir_lib.CONFIG_FILE} in ' + ', '.join(
+                f'{k}={v!r}' for k, v in differ.items()) + ')'
+            if differ else ''))
   return result

@@ -11,6 +11,8 @@ from absl import logging
 CONFIG_FILE = 'config.json'
 HISTORY_FILE = 'history.json'
 EVAL_FILE = 'eval.json'
+# An evaluation whose config changes the test result (evaluate.py).
+OTHER_EVAL_FILE = 'eval_other_config.json'
 CONFIG_CHANGES_FILE = 'config_changes.json'
 CHECKPOINT_DIR = 'checkpoints'
 

@@ -405,6 +405,10 @@ def test_eval_refuses_a_config_that_computes_another_model(
   config = tiny_config.copy_and_resolve_references()
   config.update(activation='elu', allow_config_change=True)
   assert cli.run(config, workdir, 'eval') == 0
+  # Not the run's result: eval.json is kept, the ELU one is named apart.
+  other = os.path.join(workdir, workdir_lib.OTHER_EVAL_FILE)
+  assert workdir_lib.read_json(other)['config_differs'] == {'activation': 'elu'}
+  assert {p: v for p, v in _snapshot(workdir).items() if p != other} == saved
   config.update(activation='relu', label_type='coarse')
   assert cli.run(config, workdir, 'eval') == 1
   assert 'the checkpoint has 100 classes but the config loads 20' in (
@@ -547,17 +551,19 @@ def test_a_run_evaluates_with_its_own_config(reference, run_flags, tmp_path,
   rc, out, err = _run(workdir, [f'--config={workdir}', '--mode=eval'])
   assert rc == 0, out + err
   assert _results(workdir) == _results(reference)
-  # Flags still override it; the run's own config is not rewritten.
+  # Flags still override it. A result under another test set is not the
+  # run's: it goes to eval_other_config.json, and nothing else changes.
   saved = _snapshot(workdir)
-  rc, out, err = _run(workdir, [
-      f'--config={workdir}/config.json', '--mode=eval',
-      '--config.test_subset=8', '--config.allow_config_change=True'])
+  rc, out, err = _run(workdir, [f'--config={workdir}/config.json',
+                                '--mode=eval', '--config.test_subset=8'])
   assert rc == 0, out + err
-  assert _results(workdir)[1]['num_examples'] == 8
-  assert {p: v for p, v in _snapshot(workdir).items()
-          if not p.endswith(workdir_lib.EVAL_FILE)} == {
-              p: v for p, v in saved.items()
-              if not p.endswith(workdir_lib.EVAL_FILE)}
+  other = os.path.join(workdir, workdir_lib.OTHER_EVAL_FILE)
+  assert out.strip().endswith(
+      f"-> {other} (not the run's eval.json: this config differs from its "
+      "config.json in test_subset=8)"), out
+  ev = workdir_lib.read_json(other)
+  assert ev['num_examples'] == 8 and ev['config_differs'] == {'test_subset': 8}
+  assert {p: v for p, v in _snapshot(workdir).items() if p != other} == saved
   # An older run's config.json lacks newer fields (defaults) or holds removed
   # ones (ignored), with a warning each; a value of the wrong type is refused.
   from configs import run as run_config  # pylint: disable=g-import-not-at-top
