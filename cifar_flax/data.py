@@ -146,19 +146,26 @@ def _read_members(data_dir):
   try:
     # Decompressed whole in one call, which checks the gzip trailer's CRC
     # and length (tarfile's own gzip stream never does), as fast as that
-    # stream; the tar is then read in memory.
+    # stream; the members are views of the tar in memory, not copies.
+    inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     with open(archive, 'rb') as f:
-      tar_bytes = zlib.decompress(f.read(), wbits=16 + zlib.MAX_WBITS)
+      tar_bytes = inflate.decompress(f.read())
+    if not inflate.eof:
+      raise zlib.error('the gzip stream ends early')
+    if inflate.unused_data:
+      raise zlib.error(f'{len(inflate.unused_data)} bytes follow the gzip '
+                       f'stream')
+    view = memoryview(tar_bytes)
     with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode='r:') as tar:
       for member in tar:
         name = wanted.get(member.name)
         if name is None:
           continue
         where = f'{archive}:{member.name}'
-        f = tar.extractfile(member)
-        if f is None:
+        if not member.isfile():
           raise DataError(f'{where}: not a regular file')
-        out[name] = (f.read(), where)
+        out[name] = (view[member.offset_data:
+                          member.offset_data + member.size], where)
         if len(out) == len(names):
           break
   except (tarfile.TarError, EOFError, zlib.error, OSError) as e:

@@ -93,16 +93,18 @@ def test_truncated_archive(tmp_path):
     data.load_archive(str(tmp_path))
 
 
-@pytest.mark.parametrize('damage', ['no trailer', 'wrong crc'])
+@pytest.mark.parametrize('damage', ['no trailer', 'wrong crc', 'trailing'])
 def test_archive_whose_gzip_trailer_does_not_check(damage, tmp_path):
   """Every member decompresses, but the gzip trailer (CRC32 and length of
-  the data) is missing or does not match it."""
+  the data) is missing or does not match it, or bytes follow it."""
   path = conftest.write_archive(str(tmp_path))
   blob = bytearray(open(path, 'rb').read())
   if damage == 'no trailer':
     blob = blob[:-8]
-  else:
+  elif damage == 'wrong crc':
     blob[-8] ^= 0xFF
+  else:
+    blob += b'junk'
   with open(path, 'wb') as f:
     f.write(blob)
   with pytest.raises(data.DataError, match='truncated or corrupt archive'):
