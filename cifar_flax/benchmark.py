@@ -137,9 +137,10 @@ if __name__ == '__main__':
   # one-line errors) and --workdir=runs/benchmark unless given.
   import sys  # pylint: disable=g-import-not-at-top
   from absl import app  # pylint: disable=g-import-not-at-top
+  from cifar_flax import flag_parsing  # pylint: disable=g-import-not-at-top
   import main  # pylint: disable=g-import-not-at-top
   args = [a for a in sys.argv[1:] if not a.startswith('--mode')]
   if not any(a.startswith('--workdir') for a in args):
     args.append('--workdir=runs/benchmark')
   sys.argv = ['main.py', '--mode=benchmark'] + args
-  app.run(main.main, flags_parser=main.parse_flags)
+  app.run(main.main, flags_parser=flag_parsing.parse)

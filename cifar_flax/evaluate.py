@@ -42,36 +42,39 @@ EVAL_FIELDS = ('model', 'activation', 'dtype', 'label_type',
 TEST_FIELDS = EVAL_FIELDS + ('test_subset',)
 
 
-def _ran_and_given(config, workdir):
-  """The run's config.json (None if it has none) and `config`, flattened."""
+def _differing(config, workdir, fields):
+  """{field: (the run's value, `config`'s)} for the `fields` where `config`
+  differs from the run's config.json (none if it has none)."""
   ran = workdir_lib.read_json(os.path.join(workdir, workdir_lib.CONFIG_FILE))
+  if ran is None:
+    return {}
+  ran = dict(workdir_lib.flatten(ran))
   given = dict(workdir_lib.flatten(workdir_lib.config_to_dict(config)))
-  return (None if ran is None else dict(workdir_lib.flatten(ran))), given
+  return {f: (ran[f], given.get(f)) for f in fields
+          if f in ran and ran[f] != given.get(f)}
 
 
-def differs_in_result(config, workdir):
-  """{field: value} of `config` where it differs from the run's config in a
-  field that changes the test result (TEST_FIELDS)."""
-  ran, given = _ran_and_given(config, workdir)
-  return {f: given.get(f) for f in TEST_FIELDS
-          if ran is not None and f in ran and ran[f] != given.get(f)}
+def _its_config(workdir):
+  """', --config=WORKDIR (...)' where the run's config.json can be read back."""
+  if not os.path.exists(os.path.join(workdir, workdir_lib.CONFIG_FILE)):
+    return ''
+  return f', --config={workdir} (its {workdir_lib.CONFIG_FILE})'
 
 
 def check_run_config(config, workdir):
   """Refuses to evaluate `workdir`'s model with a config that computes it
   differently (EVAL_FIELDS against the run's config.json), unless
   config.allow_config_change."""
-  ran, given = _ran_and_given(config, workdir)
-  if ran is None or config.get('allow_config_change', False):
+  if config.get('allow_config_change', False):
     return
-  differ = [f for f in EVAL_FIELDS if f in ran and ran[f] != given.get(f)]
+  differ = _differing(config, workdir, EVAL_FIELDS)
   if differ:
     raise workdir_lib.WorkdirError(
         f'{workdir!r} was trained with ' + ', '.join(
-            f'{f}={ran[f]!r}' for f in differ) + ' (its '
+            f'{f}={ran!r}' for f, (ran, _) in differ.items()) + ' (its '
         f'{workdir_lib.CONFIG_FILE}), this config gives ' + ', '.join(
-            f'{f}={given.get(f)!r}' for f in differ) + ': pass the config '
-        f'it was trained with, --config={workdir} (or '
+            f'{f}={given!r}' for f, (_, given) in differ.items()) + ': pass '
+        f'the config it was trained with, --config={workdir} (or '
         '--config.allow_config_change=True to evaluate it so anyway)')
 
 
@@ -96,8 +99,8 @@ def load_best(config, workdir):
       state, meta = checkpointing.restore(manager, step, abstract)
     except ValueError as e:  # Another model or optimizer.
       raise workdir_lib.checkpoint_mismatch(
-          workdir, config, step, e, 'use the config it was trained with, '
-          f'--config={workdir} (its {workdir_lib.CONFIG_FILE})',
+          workdir, config, step, e,
+          'use the config it was trained with' + _its_config(workdir),
           config_checks.RESUMABLE_KEYS) from e
   finally:
     manager.close()
@@ -128,8 +131,8 @@ def check_classes(restored, dataset, workdir, config):
     raise config_checks.ConfigError(
         f'{workdir}: the checkpoint has {len(restored.class_names)} classes '
         f'but the config loads {dataset.num_classes} other ones (label_type '
-        f'{config.label_type!r}); pass the config the run was trained with, '
-        f'--config={workdir}')
+        f'{config.label_type!r}); pass the config the run was trained with'
+        + _its_config(workdir))
 
 
 def evaluate(config, workdir, dataset=None):
@@ -140,7 +143,7 @@ def evaluate(config, workdir, dataset=None):
   it goes to eval_other_config.json, naming those fields, and eval.json
   (the run's own, which the sweep's table reads) is kept."""
   restored = load_best(config, workdir)
-  differ = differs_in_result(config, workdir)
+  differ = _differing(config, workdir, TEST_FIELDS)
   workdir_lib.ensure_writable_dir(workdir)  # Before the test pass.
   if dataset is None:
     dataset = data_lib.load_dataset(config)
@@ -157,7 +160,8 @@ def evaluate(config, workdir, dataset=None):
             'images': 'clean (scaled and centred, no augmentation)'}
   path = os.path.join(workdir, workdir_lib.EVAL_FILE)
   if differ:
-    result['config_differs'] = differ
+    result['config_differs'] = {f: {'run': ran, 'given': given}
+                                for f, (ran, given) in differ.items()}
     path = os.path.join(workdir, workdir_lib.OTHER_EVAL_FILE)
   workdir_lib.write_json(path, result)
   print(f'test top-1 {result["test_top1"]:.4f}  top-5 '
@@ -166,6 +170,7 @@ def evaluate(config, workdir, dataset=None):
         f'{restored.epoch}) -> {path}' + (
             f' (not the run\'s {workdir_lib.EVAL_FILE}: this config differs '
             f'from its {workdir_lib.CONFIG_FILE} in ' + ', '.join(
-                f'{k}={v!r}' for k, v in differ.items()) + ')'
+                f'{f}={given!r} (the run\'s {ran!r})'
+                for f, (ran, given) in differ.items()) + ')'
             if differ else ''))
   return result

@@ -530,7 +530,12 @@ def _finished_result(config, workdir, dataset, best_step, stopped_early,
   if result is None or result.get('checkpoint_epoch') != best_step:
     print(f'{workdir}: training has already finished; evaluating its best '
           f'checkpoint.')
-    return evaluate.evaluate(config, workdir, dataset=dataset)
+    result = evaluate.evaluate(config, workdir, dataset=dataset)
+    if 'config_differs' in result:  # Missing or stale, and still so.
+      print(f'{workdir}: its own {workdir_lib.EVAL_FILE} is still to be '
+            f'written: python main.py --config={workdir} --workdir={workdir} '
+            f'--mode=eval')
+    return result
   print(f'{workdir}: this run has already finished; nothing changed. Test '
         f'top-1 {result["test_top1"]:.4f}, top-5 {result["test_top5"]:.4f}, '
         f'loss {result["test_loss"]:.4f} (best checkpoint, epoch '

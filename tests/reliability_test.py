@@ -351,6 +351,27 @@ def test_finished_run_continues_with_allowed_config_change(reference,
       'epoch']
 
 
+def test_finished_run_without_eval_json_rerun_on_other_test_images(
+    reference, tiny_config, tmp_path, capsys):
+  """The evaluation of a finished run whose eval.json was lost, rerun
+  under another test set, is not the run's: it says eval.json is still to
+  be written, and how."""
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(reference, workdir)
+  os.remove(os.path.join(workdir, workdir_lib.EVAL_FILE))
+  tiny_config.update(train_subset=80, test_subset=8, num_epochs=NUM_EPOCHS,
+                     patience=100, checkpoint_every_epochs=2,
+                     allow_config_change=True)
+  assert cli.run(tiny_config, workdir, 'train') == 0
+  out = capsys.readouterr().out
+  assert out.strip().endswith(
+      f'{workdir}: its own eval.json is still to be written: python main.py '
+      f'--config={workdir} --workdir={workdir} --mode=eval'), out
+  assert not os.path.exists(os.path.join(workdir, workdir_lib.EVAL_FILE))
+  assert workdir_lib.read_json(os.path.join(
+      workdir, workdir_lib.OTHER_EVAL_FILE))['num_examples'] == 8
+
+
 def test_allowed_change_that_the_checkpoint_cannot_take_is_refused(
     reference, tiny_config, tmp_path, capsys):
   workdir = str(tmp_path / 'run')
@@ -407,7 +428,8 @@ def test_eval_refuses_a_config_that_computes_another_model(
   assert cli.run(config, workdir, 'eval') == 0
   # Not the run's result: eval.json is kept, the ELU one is named apart.
   other = os.path.join(workdir, workdir_lib.OTHER_EVAL_FILE)
-  assert workdir_lib.read_json(other)['config_differs'] == {'activation': 'elu'}
+  assert workdir_lib.read_json(other)['config_differs'] == {
+      'activation': {'run': 'relu', 'given': 'elu'}}
   assert {p: v for p, v in _snapshot(workdir).items() if p != other} == saved
   config.update(activation='relu', label_type='coarse')
   assert cli.run(config, workdir, 'eval') == 1
@@ -515,8 +537,11 @@ def test_unknown_field_or_wrong_type_fails_at_parsing(override, field,
 @pytest.mark.parametrize('name, text, said', [
     ('missing.py', None, "[Errno 2] No such file or directory"),
     ('folder', None, "config.json does not exist: '"),
-    ('valueerror.py', 'def get_config():\n  raise ValueError("no such row")\n',
+    ('valueerror.py', 'def get_config():\n  raise ValueError("no such\\nrow")\n',
      'ValueError at line 2: no such row'),
+    ('attribute.py', 'import ml_collections\ndef get_config():\n'
+     '  return ml_collections.ConfigDict().model\n',
+     'AttributeError at line 3: '),
     ('syntax.py', 'def get_config(:\n', 'syntax error at line 1'),
     ('config.json', '[1, 2]\n', 'config.json holds no config'),
     ('raises.py', 'def get_config():\n  return {}["model"]\n',
@@ -533,10 +558,7 @@ def test_config_file_that_cannot_load_is_one_line(name, text, said, tmp_path):
   proc = _main(f'--config={path}', f'--workdir={workdir}')
   assert proc.returncode != 0
   assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-  # A folder, or a config.json, is read as a run's own config.
-  given = {'folder': f'configs/run.py:{path}',
-           'config.json': f'configs/run.py:{tmp_path}'}.get(name, path)
-  assert proc.stderr.startswith(f'FATAL Flags parsing error: --config={given}: ')
+  assert proc.stderr.startswith(f'FATAL Flags parsing error: --config={path}: ')
   assert said in proc.stderr
   assert not os.path.exists(workdir)
 
@@ -560,33 +582,48 @@ def test_a_run_evaluates_with_its_own_config(reference, run_flags, tmp_path,
   other = os.path.join(workdir, workdir_lib.OTHER_EVAL_FILE)
   assert out.strip().endswith(
       f"-> {other} (not the run's eval.json: this config differs from its "
-      "config.json in test_subset=8)"), out
+      "config.json in test_subset=8 (the run's 16))"), out
   ev = workdir_lib.read_json(other)
-  assert ev['num_examples'] == 8 and ev['config_differs'] == {'test_subset': 8}
+  assert ev['num_examples'] == 8 and ev['config_differs'] == {
+      'test_subset': {'run': 16, 'given': 8}}
   assert {p: v for p, v in _snapshot(workdir).items() if p != other} == saved
   # An older run's config.json lacks newer fields (defaults) or holds removed
-  # ones (ignored), with a warning each; a value of the wrong type is refused.
+  # ones (ignored), with a warning each; allow_config_change, a permission
+  # for one command, is not read back; a value of the wrong type is refused.
   from configs import run as run_config  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
   ran = workdir_lib.read_json(path)
-  assert run_config.get_config(workdir).to_dict() == ran | {
-      'conv_dropout': tuple(ran['conv_dropout']),
-      'fastnet': run_config.get_config(workdir).fastnet.to_dict()}
-  workdir_lib.write_json(path, {k: v for k, v in ran.items()
-                                if k != 'max_pool'} | {'removed_field': 1})
+  assert workdir_lib.config_to_dict(run_config.get_config(workdir)) == ran
+  workdir_lib.write_json(path, {k: v for k, v in ran.items() if k != 'model'}
+                         | {'removed_field': 1, 'allow_config_change': True})
   config = run_config.get_config(workdir)
-  assert config.max_pool == 'fused' and 'removed_field' not in config
+  assert config.model == 'cnn9' != ran['model']  # default.py's.
+  assert 'removed_field' not in config and not config.allow_config_change
   err = capsys.readouterr().err
-  assert 'config.json lacks max_pool (an older run)' in err
+  assert 'config.json lacks model (an older run)' in err
   assert 'does not know, ignored: removed_field' in err
+  # The same refusal, whichever way --config names the run and from
+  # wherever main.py runs (the message shows --config as typed).
   workdir_lib.write_json(path, dict(ran, model=5))
-  proc = _main(f'--config={workdir}', f'--workdir={workdir}', '--mode=eval')
-  assert proc.returncode == 1
-  assert proc.stderr == (
-      f'FATAL Flags parsing error: --config=configs/run.py:{workdir}: {path}: '
-      "field model=5: Could not override field 'model' (reference). 5 is of "
-      "original type <class 'int'> and cannot be casted to type <class "
-      "'str'>\n"), proc.stderr
+  said = (f": {path}: field model=5: Could not override field 'model' "
+          "(reference). 5 is of original type <class 'int'> and cannot be "
+          "casted to type <class 'str'>\n")
+  home, name = os.path.split(workdir)
+  for args, typed, cwd in (
+      ([f'--config={workdir}'], workdir, ROOT),
+      (['--config', path], path, ROOT),
+      ([f'--config=~/{name}'], f'~/{name}', '/'),
+      ([f'--config={name}/'], f'{name}/', home)):
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'main.py'), *args,
+         f'--workdir={workdir}', '--mode=eval'], cwd=cwd, capture_output=True,
+        text=True, timeout=120, env=dict(os.environ, HOME=home))
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(
+        f'FATAL Flags parsing error: --config={typed}: ') and (
+            proc.stderr.endswith(said) or proc.stderr.endswith(
+                said.replace(path, os.path.join(name, '', 'config.json')))
+        ), proc.stderr
 
 
 def test_stray_argument_is_one_line(tmp_path):

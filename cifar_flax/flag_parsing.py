@@ -1,0 +1,182 @@
+"""main.py's flag parsing: absl's, with --config=WORKDIR read as that run's
+config, and every config problem named in one line (ml_collections gives a
+bare AttributeError for an unknown field, a traceback for a config file that
+raises). Imports no JAX: a bad flag fails at once."""
+
+import importlib.util
+import json
+import os
+import sys
+import textwrap
+import traceback
+
+from absl import flags
+
+FLAGS = flags.FLAGS
+RUN_CONFIG = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), 'configs', 'run.py')
+# The config file's own errors, as ml_collections re-raises them.
+_WRAPPED = 'Error whilst parsing config file'
+
+
+def _config_index(argv):
+  """(i, value) of the --config value in argv (i: its item), or (None, None);
+  absl also reads -config and '--config VALUE'."""
+  for i, a in enumerate(argv):
+    for prefix in ('--config=', '-config='):
+      if a.startswith(prefix):
+        return i, a[len(prefix):]
+    if a in ('--config', '-config') and i + 1 < len(argv):
+      return i + 1, argv[i + 1]
+  return None, None
+
+
+def config_arg(argv):
+  """The --config value in argv ('?' if none)."""
+  return _config_index(argv)[1] or '?'
+
+
+def run_config_argv(argv):
+  """--config=WORKDIR (or WORKDIR/config.json) is the config that run was
+  trained with: --config=configs/run.py:WORKDIR."""
+  i, value = _config_index(argv)
+  if value is None:
+    return argv
+  path = os.path.expanduser(value)  # The shell leaves '~' after '='.
+  if os.path.isdir(path):
+    new = f'{os.path.relpath(RUN_CONFIG)}:{path}'
+  elif os.path.basename(path) == 'config.json':
+    new = f'{os.path.relpath(RUN_CONFIG)}:{os.path.dirname(path) or "."}'
+  elif path != value:
+    new = path
+  else:
+    return argv
+  argv = list(argv)
+  argv[i] = (argv[i][:len(argv[i]) - len(value)] + new
+             if argv[i].endswith('=' + value) else new)
+  return argv
+
+
+def _raised(e):
+  """The config file's own exception, under the wrappers of absl and of
+  ml_collections (which re-raises ValueError and TypeError with the
+  traceback as text, and an OSError twice)."""
+  while True:
+    if isinstance(e, flags.Error) or str(e).startswith(_WRAPPED):
+      inner = e.__context__
+    elif isinstance(e, OSError):
+      inner = e.__cause__
+    else:
+      inner = None
+    if inner is None:
+      return e
+    e = inner
+
+
+def _same_file(a, b):
+  return os.path.abspath(a) == os.path.abspath(b)
+
+
+def config_error(given, argv, e):
+  """One line for a config file that could not be loaded, or raised `e`
+  (`given`: the argv as typed, for the message; `argv`: as parsed)."""
+  e = _raised(e)
+  path = config_arg(argv).split(':', 1)[0]
+  text = ' '.join(line.strip() for line in str(e).strip().splitlines())
+  head = f'FATAL Flags parsing error: --config={config_arg(given)}: '
+  if _same_file(path, RUN_CONFIG) and isinstance(e, ValueError):
+    return head + text  # Its messages name the run and the problem.
+  if isinstance(e, SyntaxError):
+    why = f'syntax error at line {e.lineno}: {e.msg}'
+  elif isinstance(e, OSError):  # The last line names the file and the error.
+    why = str(e).strip().splitlines()[-1].strip()
+  else:  # Raised while the file ran: its line there.
+    lines = [f.lineno for f in traceback.extract_tb(e.__traceback__)
+             if _same_file(f.filename, path)]
+    where = f' at line {lines[-1]}' if lines else ''
+    why = f'{type(e).__name__}{where}: {text}'
+  return head + f'cannot load the config file ({why})'
+
+
+def _overrides_hint(argv, arg):
+  """For --config.overrides.a.b=v, a field the sweep's overrides lack: the
+  whole --config.overrides that sets it and keeps the config's own (read
+  from the config file again: the failed parse left none)."""
+  path, _, variant = config_arg(argv).partition(':')
+  try:
+    spec = importlib.util.spec_from_file_location('sweep_config', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(*([variant] if variant else []))
+    merged = config.overrides.to_dict()
+  except Exception:  # pylint: disable=broad-except
+    merged = {}
+  name, _, value = arg[len('--config.overrides.'):].partition('=')
+  try:
+    value = json.loads(value)
+  except ValueError:
+    pass  # A string.
+  *parents, leaf = name.split('.')
+  d = merged
+  for p in parents:
+    d = d.setdefault(p, {})
+  d[leaf] = value
+  return ("a sweep's overrides take new fields only whole, and replace the "
+          f"config's own: --config.overrides='{json.dumps(merged)}'")
+
+
+def _unknown_field(given, argv, e):
+  """One line for ml_collections' KeyError (wrapped in an AttributeError),
+  which reads "'field'", or "'field'\\nDid you mean ...?" for a near miss."""
+  if "has no attribute 'get_config'" in str(e):
+    return (f'FATAL Flags parsing error: --config={config_arg(given)}: the '
+            f'config file defines no get_config() (see configs/*.py)')
+  inner = e
+  while inner.args and isinstance(inner.args[0], BaseException):
+    inner = inner.args[0]
+  first, _, suggestion = str(inner.args[0] if inner.args else inner
+                             ).partition('\n')
+  field = first.strip('"\'')
+  overrides = [a for a in argv if a.startswith('--config.') and field in a]
+  if not overrides:  # Not an override's: raised by the config file itself.
+    return config_error(given, argv, e)
+  if field != 'overrides' and overrides[0].startswith('--config.overrides.'):
+    where = _overrides_hint(argv, overrides[0])
+  else:
+    where = 'all fields: configs/default.py'
+  return (f'FATAL Flags parsing error: {" ".join(overrides)}: the config has '
+          f'no field {field!r} ({where})'
+          + (f'. {suggestion.strip()}' if suggestion else ''))
+
+
+def _absl_error(e):
+  """A flag absl rejects, said as absl says it."""
+  text = str(e)
+  if '\n' in text:
+    text = '\n' + textwrap.indent(text, '  ')
+  return (f'FATAL Flags parsing error: {text}\nPass --helpshort or '
+          f'--helpfull to see help on flags.')
+
+
+def parse(argv):
+  """absl's parsing (app.run's flags_parser); exits with one line on a bad
+  flag or config."""
+  try:
+    given = FLAGS.read_flags_from_files(argv, force_gnu=False)
+  except flags.Error as e:  # A --flagfile it cannot read.
+    sys.exit(_absl_error(e))
+  argv = run_config_argv(given)
+  try:
+    try:
+      rest = FLAGS(argv)
+    except flags.Error as e:
+      if _WRAPPED not in str(e):
+        sys.exit(_absl_error(e))
+      sys.exit(config_error(given, argv, e))
+    FLAGS.config.keys()  # A file it could not read, ml_collections raises here.
+    return rest
+  except (AttributeError, KeyError) as e:
+    sys.exit(_unknown_field(given, argv, e))
+  except Exception as e:  # pylint: disable=broad-except
+    # What is left comes from reading or running the config file.
+    sys.exit(config_error(given, argv, e))
