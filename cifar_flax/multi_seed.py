@@ -141,7 +141,7 @@ def is_done(workdir, config):
     return True
   if not os.path.exists(os.path.join(workdir, workdir_lib.EVAL_FILE)):
     return False
-  if not os.path.isdir(os.path.join(workdir, workdir_lib.CHECKPOINT_DIR)):
+  if workdir_lib.is_results_copy(workdir):
     return True
   manager = checkpointing.create_manager(workdir, read_only=True)
   try:

@@ -369,6 +369,12 @@ def train_and_evaluate(config, workdir):
 
 
 def _train_and_evaluate(config, workdir, stop):
+  if workdir_lib.is_results_copy(workdir):  # Training would overwrite it.
+    raise workdir_lib.WorkdirError(
+        f'{workdir!r} holds a finished run\'s {workdir_lib.EVAL_FILE} and '
+        f'{workdir_lib.HISTORY_FILE} without its checkpoints (a copy, as '
+        f'results/ keeps them): nothing to train or resume there; use another '
+        f'--workdir')
   clock = _PhaseClock()
   dataset, mesh = prepare_run(config, clock)
   stop.check(BEFORE_TRAINING)

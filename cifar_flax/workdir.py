@@ -96,6 +96,13 @@ def flatten(d, prefix=''):
       yield f'{prefix}{k}', v
 
 
+def is_results_copy(workdir):
+  """A finished run's JSON files without its checkpoints, as results/ keeps
+  them to carry measured runs between machines."""
+  return (os.path.exists(os.path.join(workdir, EVAL_FILE)) and
+          not os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)))
+
+
 def ensure_writable_dir(path, what='workdir'):
   """Creates directory `path` if needed and checks that a file can be
   written there; a WorkdirError names `what` and `path` otherwise."""

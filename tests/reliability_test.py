@@ -295,6 +295,21 @@ def test_damaged_json_is_rewritten_from_the_checkpoint_or_named(
     assert err.endswith('): restore it or move it away\n'), err
 
 
+def test_a_results_copy_is_not_trained_over(reference, tiny_config, tmp_path,
+                                             capsys):
+  """A finished run's JSON files without checkpoints (as results/ keeps
+  them, and a sweep counts as done): train refuses, touching nothing."""
+  workdir = _copy_of_run(reference, tiny_config, tmp_path)
+  shutil.rmtree(os.path.join(workdir, workdir_lib.CHECKPOINT_DIR))
+  train_err, eval_err = _refusals(tiny_config, workdir, capsys)
+  assert train_err == (
+      f"error: {workdir!r} holds a finished run's eval.json and history.json "
+      "without its checkpoints (a copy, as results/ keeps them): nothing to "
+      "train or resume there; use another --workdir\n")
+  assert eval_err.startswith('error: no checkpoint in ')
+  assert not os.path.exists(os.path.join(workdir, workdir_lib.CHECKPOINT_DIR))
+
+
 @pytest.mark.parametrize('damage', ['arrays', 'state', 'meta'])
 def test_damaged_checkpoint_is_named_and_left_as_it_is(
     damage, reference, tiny_config, tmp_path, capsys, monkeypatch):
