@@ -114,6 +114,20 @@ def _decode_split(obj, label_key, num_classes, where):
   return Split(images, labels.astype(np.int32))
 
 
+def _gunzip(raw):
+  """The data of gzip file `raw`, one or more members (as gzip reads it),
+  each checked against its trailer's CRC and length; zlib.error if not."""
+  parts = []
+  while True:
+    inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    parts.append(inflate.decompress(raw))
+    if not inflate.eof:
+      raise zlib.error('the data ends before the end of the gzip stream')
+    raw = inflate.unused_data
+    if not raw:
+      return parts[0] if len(parts) == 1 else b''.join(parts)
+
+
 def _read_members(data_dir):
   """Returns {'train', 'test', 'meta'} -> (bytes, description for errors)."""
   if not data_dir:
@@ -122,9 +136,12 @@ def _read_members(data_dir):
     raise DataError(f'data_dir {data_dir!r} is a file: give the folder that '
                     f'holds {ARCHIVE_NAME} (or {FOLDER_NAME}/)')
   if not os.path.isdir(data_dir):
+    here = ('' if os.path.isabs(data_dir) else
+            f', seen from {os.getcwd()}; a run\'s config.json keeps the path '
+            f'as given where it trained: --config.data_dir=PATH')
     raise DataError(f'data_dir {data_dir!r} does not exist or is not a '
                     f'directory (it should hold {ARCHIVE_NAME} or '
-                    f'{FOLDER_NAME}/)')
+                    f'{FOLDER_NAME}/{here})')
   folder = os.path.join(data_dir, FOLDER_NAME)
   archive = os.path.join(data_dir, ARCHIVE_NAME)
   names = ('train', 'test', 'meta')
@@ -147,14 +164,8 @@ def _read_members(data_dir):
     # Decompressed whole in one call, which checks the gzip trailer's CRC
     # and length (tarfile's own gzip stream never does), as fast as that
     # stream; the members are views of the tar in memory, not copies.
-    inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     with open(archive, 'rb') as f:
-      tar_bytes = inflate.decompress(f.read())
-    if not inflate.eof:
-      raise zlib.error('the gzip stream ends early')
-    if inflate.unused_data:
-      raise zlib.error(f'{len(inflate.unused_data)} bytes follow the gzip '
-                       f'stream')
+      tar_bytes = _gunzip(f.read())
     view = memoryview(tar_bytes)
     with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode='r:') as tar:
       for member in tar:
@@ -168,7 +179,10 @@ def _read_members(data_dir):
                           member.offset_data + member.size], where)
         if len(out) == len(names):
           break
-  except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+  except zlib.error as e:
+    raise DataError(f'{archive}: truncated or corrupt archive (gzip: '
+                    f'{str(e).split(": ", 1)[-1]})') from e
+  except (tarfile.TarError, EOFError, OSError) as e:
     raise DataError(f'{archive}: truncated or corrupt archive '
                     f'({type(e).__name__}: {e})') from e
   for member, name in wanted.items():

@@ -1,5 +1,6 @@
 """The two data sources, the paper's split and clear errors on bad input."""
 
+import gzip
 import os
 import subprocess
 import sys
@@ -65,9 +66,15 @@ def test_validation_fraction_field(tiny_config):
   assert len(ds.validation) == 125 and len(ds.train) == 125
 
 
-def test_missing_path_is_named(tmp_path):
-  with pytest.raises(data.DataError, match='does not exist'):
+def test_missing_path_is_named(tmp_path, monkeypatch):
+  with pytest.raises(data.DataError, match='does not exist') as e:
     data.load_archive(str(tmp_path / 'nowhere'))
+  assert 'seen from' not in str(e.value)
+  # A relative path says from where it was looked for.
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(data.DataError, match=f"'nowhere' does not exist .*, "
+                     f'seen from {tmp_path}; a run.s config.json keeps'):
+    data.load_archive('nowhere')
   with pytest.raises(data.DataError, match='neither cifar-100-python.tar.gz'):
     data.load_archive(str(tmp_path))
   archive = tmp_path / 'cifar-100-python.tar.gz'
@@ -91,6 +98,19 @@ def test_truncated_archive(tmp_path):
     f.write(blob[:len(blob) // 2])
   with pytest.raises(data.DataError, match='truncated or corrupt archive'):
     data.load_archive(str(tmp_path))
+
+
+def test_archive_of_several_gzip_members_loads(tmp_path):
+  """gzip (and bgzip) output may be several concatenated members."""
+  path = conftest.write_archive(str(tmp_path / 'one'))
+  blob = gzip.decompress(open(path, 'rb').read())
+  os.makedirs(tmp_path / 'two')
+  with open(tmp_path / 'two' / os.path.basename(path), 'wb') as f:
+    f.write(gzip.compress(blob[:5000]) + gzip.compress(blob[5000:]))
+  for a, b in zip(data.load_archive(str(tmp_path / 'one'))[:2],
+                  data.load_archive(str(tmp_path / 'two'))[:2]):
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.labels, b.labels)
 
 
 @pytest.mark.parametrize('damage', ['no trailer', 'wrong crc', 'trailing'])
