@@ -30,7 +30,7 @@ flags.DEFINE_enum('mode', 'train',
                   'seed of a sweep config (configs/paper_table.py) and write '
                   'its table; sweep_table: only write the table.')
 flags.DEFINE_list('images', [], 'Comma-separated image files for '
-                  '--mode=predict (any size or mode PIL reads).')
+                  '--mode=predict (any mode PIL reads, up to its ~179 MP limit).')
 flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() first '
                   '(one process per host; see the README).')
 flags.DEFINE_string('coordinator_address', None, 'With --multihost: host:port '

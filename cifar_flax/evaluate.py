@@ -54,6 +54,23 @@ def _differing(config, workdir, fields):
           if f in ran and ran[f] != given.get(f)}
 
 
+def not_the_runs(config, workdir, fields=TEST_FIELDS):
+  """{field: (the run's value, `config`'s)} where `config` changes what the
+  run's model gives (`fields`): results computed so are not the run's, and
+  go beside its own (eval_other_config.json, reports_other_config/)."""
+  return _differing(config, workdir, fields)
+
+
+def differs_note(differ):
+  """' (not the run's: ...)' for a non-empty not_the_runs() result."""
+  if not differ:
+    return ''
+  return (f' (not the run\'s own: this config differs from its '
+          f'{workdir_lib.CONFIG_FILE} in ' + ', '.join(
+              f'{f}={given!r} (the run\'s {ran!r})'
+              for f, (ran, given) in differ.items()) + ')')
+
+
 def _its_config(workdir):
   """', --config=WORKDIR (...)' where the run's config.json can be read back."""
   if not os.path.exists(os.path.join(workdir, workdir_lib.CONFIG_FILE)):
@@ -74,8 +91,9 @@ def check_run_config(config, workdir):
             f'{f}={ran!r}' for f, (ran, _) in differ.items()) + ' (its '
         f'{workdir_lib.CONFIG_FILE}), this config gives ' + ', '.join(
             f'{f}={given!r}' for f, (_, given) in differ.items()) + ': pass '
-        f'the config it was trained with, --config={workdir} (or '
-        '--config.allow_config_change=True to evaluate it so anyway)')
+        f'the config it was trained with (--config={workdir}, without '
+        'overriding those fields), or --config.allow_config_change=True to '
+        'evaluate it so anyway (its results are kept apart)')
 
 
 def load_best(config, workdir):
@@ -143,7 +161,7 @@ def evaluate(config, workdir, dataset=None):
   it goes to eval_other_config.json, naming those fields, and eval.json
   (the run's own, which the sweep's table reads) is kept."""
   restored = load_best(config, workdir)
-  differ = _differing(config, workdir, TEST_FIELDS)
+  differ = not_the_runs(config, workdir)
   workdir_lib.ensure_writable_dir(workdir)  # Before the test pass.
   if dataset is None:
     dataset = data_lib.load_dataset(config)
@@ -167,10 +185,5 @@ def evaluate(config, workdir, dataset=None):
   print(f'test top-1 {result["test_top1"]:.4f}  top-5 '
         f'{result["test_top5"]:.4f}  loss {result["test_loss"]:.4f}  on '
         f'{result["num_examples"]} images (best checkpoint, epoch '
-        f'{restored.epoch}) -> {path}' + (
-            f' (not the run\'s {workdir_lib.EVAL_FILE}: this config differs '
-            f'from its {workdir_lib.CONFIG_FILE} in ' + ', '.join(
-                f'{f}={given!r} (the run\'s {ran!r})'
-                for f, (ran, given) in differ.items()) + ')'
-            if differ else ''))
+        f'{restored.epoch}) -> {path}' + differs_note(differ))
   return result

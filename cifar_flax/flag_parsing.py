@@ -3,6 +3,7 @@ config, and every config problem named in one line (ml_collections gives a
 bare AttributeError for an unknown field, a traceback for a config file that
 raises). Imports no JAX: a bad flag fails at once."""
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -11,6 +12,8 @@ import textwrap
 import traceback
 
 from absl import flags
+from absl import logging
+import ml_collections
 
 FLAGS = flags.FLAGS
 RUN_CONFIG = os.path.join(os.path.dirname(os.path.dirname(
@@ -37,16 +40,16 @@ def config_arg(argv):
 
 
 def run_config_argv(argv):
-  """--config=WORKDIR (or WORKDIR/config.json) is the config that run was
-  trained with: --config=configs/run.py:WORKDIR."""
+  """--config=WORKDIR (or WORKDIR/config.json, or any *.json) is the config
+  that run was trained with: --config=configs/run.py:WORKDIR."""
   i, value = _config_index(argv)
   if value is None:
     return argv
   path = os.path.expanduser(value)  # The shell leaves '~' after '='.
   if os.path.isdir(path):
     new = f'{os.path.relpath(RUN_CONFIG)}:{path}'
-  elif os.path.basename(path) == 'config.json':
-    new = f'{os.path.relpath(RUN_CONFIG)}:{os.path.dirname(path) or "."}'
+  elif path.endswith('.json'):  # A run's config.json, under any name.
+    new = f'{os.path.relpath(RUN_CONFIG)}:{path}'
   elif path != value:
     new = path
   else:
@@ -57,24 +60,33 @@ def run_config_argv(argv):
   return argv
 
 
+def _wrapper(e):
+  """An exception of absl's or ml_collections' around the config file's own
+  (ml_collections re-raises its errors, or fails to: TypeError)."""
+  if isinstance(e, flags.Error):
+    return True
+  frames = traceback.extract_tb(e.__traceback__)
+  return bool(frames) and os.path.basename(frames[-1].filename) == (
+      'config_flags.py') and (e.__cause__ or e.__context__) is not None
+
+
 def _raised(e):
-  """The config file's own exception, under the wrappers of absl and of
-  ml_collections (which re-raises ValueError and TypeError with the
-  traceback as text, and an OSError twice)."""
-  while True:
-    if isinstance(e, flags.Error) or str(e).startswith(_WRAPPED):
-      inner = e.__context__
-    elif isinstance(e, OSError):
-      inner = e.__cause__
-    else:
-      inner = None
-    if inner is None:
-      return e
-    e = inner
+  """The config file's own exception, under the wrappers."""
+  while _wrapper(e):
+    e = e.__cause__ or e.__context__
+  return e
 
 
-def _same_file(a, b):
-  return os.path.abspath(a) == os.path.abspath(b)
+def _line_in(e, path):
+  """The line of `path` (the config file) in e's traceback, or in those of
+  the exceptions it arose from."""
+  while e is not None:
+    lines = [f.lineno for f in traceback.extract_tb(e.__traceback__)
+             if os.path.abspath(f.filename) == os.path.abspath(path)]
+    if lines:
+      return lines[-1]
+    e = e.__cause__ or e.__context__
+  return None
 
 
 def config_error(given, argv, e):
@@ -84,16 +96,17 @@ def config_error(given, argv, e):
   path = config_arg(argv).split(':', 1)[0]
   text = ' '.join(line.strip() for line in str(e).strip().splitlines())
   head = f'FATAL Flags parsing error: --config={config_arg(given)}: '
-  if _same_file(path, RUN_CONFIG) and isinstance(e, ValueError):
+  if os.path.abspath(path) == RUN_CONFIG and isinstance(e, ValueError):
     return head + text  # Its messages name the run and the problem.
   if isinstance(e, SyntaxError):
     why = f'syntax error at line {e.lineno}: {e.msg}'
   elif isinstance(e, OSError):  # The last line names the file and the error.
     why = str(e).strip().splitlines()[-1].strip()
+    if not path.endswith('.py'):
+      why += '; --config takes a config file (configs/*.py) or a run\'s workdir'
   else:  # Raised while the file ran: its line there.
-    lines = [f.lineno for f in traceback.extract_tb(e.__traceback__)
-             if _same_file(f.filename, path)]
-    where = f' at line {lines[-1]}' if lines else ''
+    line = _line_in(e, path)
+    where = f' at line {line}' if line else ''
     why = f'{type(e).__name__}{where}: {text}'
   return head + f'cannot load the config file ({why})'
 
@@ -158,6 +171,24 @@ def _absl_error(e):
           f'--helpfull to see help on flags.')
 
 
+class _DropNoneWarning(logging.logging.Filter):
+
+  def filter(self, record):
+    return 'returned None, did you forget' not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_none_warning():
+  """Without ml_collections' warning for a get_config() that returned None
+  (two lines before ours, which says it)."""
+  f = _DropNoneWarning()
+  logging.get_absl_logger().addFilter(f)
+  try:
+    yield
+  finally:
+    logging.get_absl_logger().removeFilter(f)
+
+
 def parse(argv):
   """absl's parsing (app.run's flags_parser); exits with one line on a bad
   flag or config."""
@@ -168,12 +199,20 @@ def parse(argv):
   argv = run_config_argv(given)
   try:
     try:
-      rest = FLAGS(argv)
+      with _quiet_none_warning():
+        rest = FLAGS(argv)
     except flags.Error as e:
-      if _WRAPPED not in str(e):
+      if str(e).startswith('flag --config=None:'):
+        sys.exit(f'FATAL Flags parsing error: --config={config_arg(given)}: '
+                 f'its get_config() returned None (no return statement?)')
+      if not str(e).startswith('flag --config='):
         sys.exit(_absl_error(e))
       sys.exit(config_error(given, argv, e))
     FLAGS.config.keys()  # A file it could not read, ml_collections raises here.
+    if not isinstance(FLAGS.config, ml_collections.ConfigDict):
+      sys.exit(f'FATAL Flags parsing error: --config={config_arg(given)}: '
+               f'its get_config() returned a {type(FLAGS.config).__name__}, '
+               f'not an ml_collections.ConfigDict')
     return rest
   except (AttributeError, KeyError) as e:
     sys.exit(_unknown_field(given, argv, e))

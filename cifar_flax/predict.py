@@ -21,7 +21,7 @@ from cifar_flax import train
 from cifar_flax import workdir as workdir_lib
 
 TOP_K = 5
-PREDICTIONS_DIR = os.path.join('reports', 'predictions')
+PREDICTIONS = 'predictions'  # Under reports/ (reports.py).
 _SIZE = data_lib.IMAGE_SHAPE[:2]
 DISPLAY_SIZE = 1024  # Longest side of the photo drawn in a prediction figure.
 
@@ -157,6 +157,7 @@ def _output_path(out_dir, image_path, used):
 def predict_images(config, workdir, image_paths):
   """Classifies each image; returns the exit status (1 if any failed)."""
   from cifar_flax import evaluate  # pylint: disable=g-import-not-at-top
+  from cifar_flax import reports  # pylint: disable=g-import-not-at-top
   if not image_paths:
     raise ImageReadError('--mode=predict needs images: '
                          '--images=photo1.jpg,photo2.png')
@@ -168,8 +169,10 @@ def predict_images(config, workdir, image_paths):
     except ImageReadError as e:
       print(f'error: {e}', file=sys.stderr)
       failed += 1
+  differ = evaluate.not_the_runs(config, workdir, evaluate.EVAL_FIELDS)
+  out_dir = os.path.join(workdir, reports.OTHER_REPORTS_DIR if differ
+                         else reports.REPORTS_DIR, PREDICTIONS)
   if loaded:
-    out_dir = os.path.join(workdir, PREDICTIONS_DIR)
     workdir_lib.ensure_writable_dir(out_dir, 'predictions folder')
     probs = probabilities(restored, np.stack([s for _, _, s in loaded]),
                           config.augment, config.eval_batch_size)
@@ -182,6 +185,6 @@ def predict_images(config, workdir, image_paths):
       print(format_table(path, table))
       print(f'  -> {png}', flush=True)
   print(f'{len(loaded)} image(s) classified, {failed} failed'
-        + (f'; plots in {os.path.join(workdir, PREDICTIONS_DIR)}'
+        + (f'; plots in {out_dir}{evaluate.differs_note(differ)}'
            if loaded else ''))
   return 1 if failed else 0

@@ -19,6 +19,9 @@ from cifar_flax import predict
 from cifar_flax import workdir as workdir_lib
 
 REPORTS_DIR = 'reports'
+# Reports under a config that changes what the run's model gives
+# (evaluate.not_the_runs): kept apart from the run's own.
+OTHER_REPORTS_DIR = 'reports_other_config'
 NUM_EXTREMES = 10  # Worst and best classes listed in the report.
 GRID_SIDE = 4  # The image grid is GRID_SIDE x GRID_SIDE test images.
 
@@ -224,10 +227,14 @@ def image_grid(images, labels, preds, class_names, path, side=GRID_SIDE,
 
 
 def write_reports(config, workdir):
-  """Writes every report of `workdir` to WORKDIR/reports; returns the paths."""
+  """Writes every report of `workdir` to WORKDIR/reports (under a config
+  that changes the model's results, reports_other_config); returns the
+  paths."""
   from cifar_flax import evaluate  # pylint: disable=g-import-not-at-top
   restored = evaluate.load_best(config, workdir)
-  out_dir = os.path.join(workdir, REPORTS_DIR)
+  differ = evaluate.not_the_runs(config, workdir)
+  out_dir = os.path.join(workdir,
+                         OTHER_REPORTS_DIR if differ else REPORTS_DIR)
   workdir_lib.ensure_writable_dir(out_dir, 'reports folder')
   dataset = data_lib.load_dataset(config)
   evaluate.check_classes(restored, dataset, workdir, config)
@@ -252,7 +259,8 @@ def write_reports(config, workdir):
                           os.path.join(out_dir, 'test_grid.png'),
                           seed=config.seed))
   print(f'best checkpoint (epoch {restored.epoch}), {len(test)} test images, '
-        f'top-1 {np.mean(preds == test.labels):.4f}. Reports in {out_dir}:')
+        f'top-1 {np.mean(preds == test.labels):.4f}. Reports in {out_dir}'
+        f'{evaluate.differs_note(differ)}:')
   for p in paths:
     print(f'  {p}')
   return paths

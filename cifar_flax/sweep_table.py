@@ -55,12 +55,14 @@ def seed_result(workdir, config):
 
 
 def config_drift(row, name, workdir, seeds):
-  """{seed: ((field, value it ran, value now), ...)} for the `seeds`
-  (finished or diverged) whose config.json differs from what row `name` runs
-  now (`row`, its config as sweep.row_config gives it), outside fields that
-  may change between attempts of a run (e.g. data_dir); nested fields dotted,
-  a field missing from config.json None. Seeds without a config.json are
-  left out."""
+  """{seed: ((field, value it ran, value now, added since), ...)} for the
+  `seeds` (finished or diverged) whose config.json differs from what row
+  `name` runs now (`row`, its config as sweep.row_config gives it), outside
+  fields that may change between attempts of a run (e.g. data_dir); nested
+  fields dotted.
+  A field config.json lacks (added since) is flagged True, with the value
+  runs had before it (workdir.ADDED_FIELDS) or None. Seeds without a
+  config.json are left out."""
   from cifar_flax import sweep  # pylint: disable=g-import-not-at-top
   drift = {}
   for seed in seeds:
@@ -73,18 +75,24 @@ def config_drift(row, name, workdir, seeds):
         multi_seed.seed_config(row, seed))))
     fields = workdir_lib.differing(ran, now, config_checks.RESUMABLE_KEYS)
     if fields:
-      drift[seed] = tuple((f, ran.get(f), now.get(f)) for f in fields)
+      drift[seed] = tuple(
+          (f, ran[f] if f in ran else workdir_lib.ADDED_FIELDS.get(f),
+           now.get(f), f not in ran) for f in fields)
   return drift
 
 
 def _drift_text(drift):
-  """'seeds 0, 1: a (absent, now True); seed 2: ...': seeds grouped by what
-  differs."""
+  """'seeds 0, 1: a (False before the field existed, now True); seed 2:
+  ...': seeds grouped by what differs."""
   groups = {}
   for seed, fields in sorted(drift.items()):
     groups.setdefault(fields, []).append(str(seed))
-  describe = lambda f, ran, now: (
-      f'{f} ({"absent" if ran is None else repr(ran)}, now {now!r})')
+  def describe(f, ran, now, added_since):
+    if added_since:  # ADDED_FIELDS: as runs before the field ran, or absent.
+      ran = 'absent' if ran is None else f'{ran!r} before the field existed'
+    else:
+      ran = repr(ran)
+    return f'{f} ({ran}, now {now!r})'
   return '; '.join(f'seed{"s" if len(seeds) > 1 else ""} {", ".join(seeds)}: '
                    + ', '.join(describe(*field) for field in fields)
                    for fields, seeds in groups.items())
@@ -186,8 +194,8 @@ def markdown(rows, sweep_config):
   if drifted:
     lines += ['', 'Seeds that ran a config other than their row\'s as it is '
               'now: the fields that differ, with the value each seed ran '
-              '(its `config.json`; "absent": the field did not exist yet) '
-              'and the value now.', '']
+              '(its `config.json`; for a field added since, the value runs '
+              'had before it) and the value now.', '']
     lines += [f'- {r["label"]}: {_drift_text(r["config_drift"])}'
               for r in drifted]
   return '\n'.join(lines) + '\n'

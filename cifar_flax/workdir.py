@@ -17,6 +17,15 @@ CONFIG_CHANGES_FILE = 'config_changes.json'
 CHECKPOINT_DIR = 'checkpoints'
 
 
+# Fields added to the config since the first runs, each with what a run from
+# before it did: a config.json without the field ran so.
+ADDED_FIELDS = {'adam_keras_epsilon': False, 'augment_validation': False,
+                'checkpoint_copy_ahead': False, 'max_pool': 'reduce_window',
+                'pad_input_channels': 0, 'xla_flags': ''}
+# A permission for one command, not a property of the run: saved as False.
+ONE_COMMAND = 'allow_config_change'
+
+
 class WorkdirError(Exception):
   """The workdir cannot be used as asked."""
 
@@ -87,6 +96,14 @@ def config_to_dict(config):
   return json.loads(config.to_json_best_effort())
 
 
+def _saved(config):
+  """config.json's dict of `config`."""
+  d = config_to_dict(config)
+  if ONE_COMMAND in d:
+    d[ONE_COMMAND] = False
+  return d
+
+
 def flatten(d, prefix=''):
   """(dotted name, value) of every leaf of a nested dict or ConfigDict."""
   for k, v in d.items():
@@ -127,7 +144,7 @@ def prepare(workdir, config, ignore_keys=(), allow_change=False):
   """
   ensure_writable_dir(workdir)
   path = os.path.join(workdir, CONFIG_FILE)
-  new = config_to_dict(config)
+  new = _saved(config)
   old = read_json(path)
   if old == new:
     return []
@@ -148,7 +165,7 @@ def differing(old, new, ignore_keys=()):
   (augment.zoom_range)."""
   if old is None:
     return []
-  old, new = dict(flatten(old)), dict(flatten(new))
+  old, new = ADDED_FIELDS | dict(flatten(old)), dict(flatten(new))
   return sorted(k for k in set(old) | set(new)
                 if k not in ignore_keys and old.get(k) != new.get(k))
 
@@ -168,7 +185,7 @@ def record_config_change(workdir, config, fields):
   """Writes the new config.json; the old values of `fields` are appended to
   config_changes.json."""
   path = os.path.join(workdir, CONFIG_FILE)
-  new = config_to_dict(config)
+  new = _saved(config)
   old_flat, new_flat = dict(flatten(read_json(path))), dict(flatten(new))
   changes_path = os.path.join(workdir, CONFIG_CHANGES_FILE)
   changes = read_json(changes_path, [])

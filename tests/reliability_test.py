@@ -433,19 +433,32 @@ def test_eval_refuses_a_config_that_computes_another_model(
       assert err == (f'error: {workdir!r} was trained with {field}='
                      f'{tiny_config[field]!r} (its config.json), this config '
                      f'gives {field}={value!r}: pass the config it was '
-                     f'trained with, --config={workdir} (or '
-                     f'--config.allow_config_change=True to '
-                     f'evaluate it so anyway)\n'), err
+                     f'trained with (--config={workdir}, without overriding '
+                     f'those fields), or --config.allow_config_change=True '
+                     f'to evaluate it so anyway (its results are kept '
+                     f'apart)\n'), err
   assert _snapshot(workdir) == saved
   # Allowed, an ELU evaluation runs; other labels still cannot.
   config = tiny_config.copy_and_resolve_references()
   config.update(activation='elu', allow_config_change=True)
   assert cli.run(config, workdir, 'eval') == 0
-  # Not the run's result: eval.json is kept, the ELU one is named apart.
+  # Not the run's result: eval.json is kept, the ELU one is named apart;
+  # so are the ELU reports and predictions.
   other = os.path.join(workdir, workdir_lib.OTHER_EVAL_FILE)
   assert workdir_lib.read_json(other)['config_differs'] == {
       'activation': {'run': 'relu', 'given': 'elu'}}
-  assert {p: v for p, v in _snapshot(workdir).items() if p != other} == saved
+  image = str(tmp_path / 'red.png')
+  Image.new('RGB', (40, 30), (200, 20, 20)).save(image)
+  assert cli.run(config, workdir, 'report') == 0
+  assert cli.run(config, workdir, 'predict', (image,)) == 0
+  assert "(not the run's own: this config differs from its config.json in " \
+         "activation='elu' (the run's 'relu'))" in capsys.readouterr().out
+  from cifar_flax import reports  # pylint: disable=g-import-not-at-top
+  apart = os.path.join(workdir, reports.OTHER_REPORTS_DIR)
+  assert os.path.exists(os.path.join(apart, 'curves.png'))
+  assert os.path.exists(os.path.join(apart, 'predictions', 'red_top5.png'))
+  assert {p: v for p, v in _snapshot(workdir).items()
+          if p != other and not p.startswith(apart)} == saved
   config.update(activation='relu', label_type='coarse')
   assert cli.run(config, workdir, 'eval') == 1
   assert 'the checkpoint has 100 classes but the config loads 20' in (
@@ -471,7 +484,8 @@ def test_eval_report_predict_into_an_unwritable_workdir_stop_first(
   for mode, images, where in (
       ('eval', (), workdir),
       ('report', (), os.path.join(workdir, reports.REPORTS_DIR)),
-      ('predict', (image,), os.path.join(workdir, predict.PREDICTIONS_DIR))):
+      ('predict', (image,),
+       os.path.join(workdir, reports.REPORTS_DIR, predict.PREDICTIONS))):
     assert cli.run(tiny_config, workdir, mode, images) == 1
     err = capsys.readouterr().err
     assert err.startswith('error: ') and f'{where!r} is not writable: ' in err
@@ -557,8 +571,16 @@ def test_unknown_field_or_wrong_type_fails_at_parsing(override, field,
     ('attribute.py', 'import ml_collections\ndef get_config():\n'
      '  return ml_collections.ConfigDict().model\n',
      'AttributeError at line 3: '),
+    ('json.py', 'import json\ndef get_config():\n  return json.loads("{")\n',
+     'JSONDecodeError at line 3: Expecting property name'),
+    ('none.py', 'def get_config():\n  pass\n',
+     'its get_config() returned None (no return statement?)'),
+    ('dict.py', 'def get_config():\n  return {"model": "cnn5"}\n',
+     'its get_config() returned a dict, not an ml_collections.ConfigDict'),
     ('syntax.py', 'def get_config(:\n', 'syntax error at line 1'),
     ('config.json', '[1, 2]\n', 'config.json holds no config'),
+    ('eval.json', '{"test_top1": 0.5}\n', 'eval.json holds no config (none '
+     'of its keys is a config field)'),
     ('raises.py', 'def get_config():\n  return {}["model"]\n',
      "KeyError at line 2: 'model'"),
     ('empty.py', '', 'the config file defines no get_config()'),
@@ -596,7 +618,7 @@ def test_a_run_evaluates_with_its_own_config(reference, run_flags, tmp_path,
   assert rc == 0, out + err
   other = os.path.join(workdir, workdir_lib.OTHER_EVAL_FILE)
   assert out.strip().endswith(
-      f"-> {other} (not the run's eval.json: this config differs from its "
+      f"-> {other} (not the run's own: this config differs from its "
       "config.json in test_subset=8 (the run's 16))"), out
   ev = workdir_lib.read_json(other)
   assert ev['num_examples'] == 8 and ev['config_differs'] == {
@@ -609,14 +631,23 @@ def test_a_run_evaluates_with_its_own_config(reference, run_flags, tmp_path,
   path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
   ran = workdir_lib.read_json(path)
   assert workdir_lib.config_to_dict(run_config.get_config(workdir)) == ran
-  workdir_lib.write_json(path, {k: v for k, v in ran.items() if k != 'model'}
-                         | {'removed_field': 1, 'allow_config_change': True})
+  workdir_lib.write_json(path, {
+      k: v for k, v in ran.items() if k not in ('model', 'adam_keras_epsilon')
+  } | {'removed_field': 1, 'allow_config_change': True})
   config = run_config.get_config(workdir)
   assert config.model == 'cnn9' != ran['model']  # default.py's.
+  assert config.adam_keras_epsilon is False  # As runs before the field.
   assert 'removed_field' not in config and not config.allow_config_change
   err = capsys.readouterr().err
-  assert 'config.json lacks model (an older run)' in err
+  assert "config.json lacks model: configs/default.py's values used" in err
+  assert 'predates adam_keras_epsilon (set to False, as it ran)' in err
   assert 'does not know, ignored: removed_field' in err
+  for field, value in (('num_epochs', None), ('batch_size', True),
+                       ('augment_validation', 0)):
+    workdir_lib.write_json(path, dict(ran, **{field: value}))
+    with pytest.raises(ValueError, match=f'field {field}={value!r}, where '
+                       'configs/default.py holds a'):
+      run_config.get_config(workdir)
   # The same refusal, whichever way --config names the run and from
   # wherever main.py runs (the message shows --config as typed).
   workdir_lib.write_json(path, dict(ran, model=5))
@@ -758,6 +789,23 @@ def test_workdir_of_another_config_is_refused(tiny_config, tmp_path, capsys):
            'learning_rate': {'old': 1e-3, 'new': 0.1}}]
   assert workdir_lib.read_json(os.path.join(workdir, 'config.json'))[
       'augment']['zoom_range'] == 0.1
+  # allow_config_change, a permission for one command, is saved as False.
+  assert workdir_lib.read_json(os.path.join(workdir, 'config.json'))[
+      'allow_config_change'] is False
+  # A config.json from before a field was added ran as ADDED_FIELDS says:
+  # that value is the same config, another differs.
+  path = os.path.join(workdir, 'config.json')
+  old = workdir_lib.read_json(path)
+  del old['adam_keras_epsilon']
+  workdir_lib.write_json(path, old)
+  tiny_config.adam_keras_epsilon = False
+  assert workdir_lib.prepare(workdir, tiny_config) == []
+  assert workdir_lib.read_json(path)['adam_keras_epsilon'] is False
+  workdir_lib.write_json(path, old)
+  tiny_config.adam_keras_epsilon = True
+  with pytest.raises(workdir_lib.WorkdirError,
+                     match=r'different config \(fields adam_keras_epsilon\)'):
+    workdir_lib.prepare(workdir, tiny_config)
 
 
 # --- 7. Evaluation without a checkpoint ---------------------------------------------
