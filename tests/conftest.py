@@ -5,6 +5,7 @@ import os
 import pickle
 import sys
 import tarfile
+import tempfile
 
 import numpy as np
 import pytest
@@ -54,6 +55,17 @@ def write_archive(data_dir, n_train=250, n_test=120, members=None,
       info.size = len(b)
       tar.addfile(info, io.BytesIO(b))
   return path
+
+
+@pytest.fixture(autouse=True, scope='session')
+def _temporary_files_under_pytest(tmp_path_factory):
+  """Temporary files and folders of the code under test (tfds' mock data
+  leaves empty folders) go under pytest's own temporary folder, which it
+  prunes, not into the system's."""
+  old = tempfile.tempdir
+  tempfile.tempdir = str(tmp_path_factory.mktemp('tempfile'))
+  yield
+  tempfile.tempdir = old
 
 
 @pytest.fixture(scope='session')

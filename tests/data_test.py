@@ -209,7 +209,7 @@ def test_bad_labels_are_named(tmp_path):
     load('two', 'coarse', fine_labels=[0] * 10, coarse_labels=[0] * 9 + [1])
 
 
-def test_archive_path_never_imports_tensorflow(fake_data_dir):
+def test_archive_path_never_imports_tensorflow(fake_data_dir, tmp_path):
   """Training on the archive works with TensorFlow made unimportable."""
   code = f'''
 import importlib.machinery, sys
@@ -223,8 +223,7 @@ sys.path.insert(0, {conftest.ROOT!r})
 from configs import test
 from cifar_flax import data, train
 c = test.get_config(); c.data_dir = {fake_data_dir!r}; c.num_epochs = 1
-import tempfile
-r = train.train_and_evaluate(c, tempfile.mkdtemp())
+r = train.train_and_evaluate(c, {str(tmp_path / 'run')!r})
 assert r['num_examples'] == 120, r
 assert 'tensorflow' not in sys.modules
 print('OK')
