@@ -42,9 +42,11 @@ EVAL_FIELDS = ('model', 'activation', 'dtype', 'label_type',
 TEST_FIELDS = EVAL_FIELDS + ('test_subset',)
 
 
-def _differing(config, workdir, fields):
+def differing_fields(config, workdir, fields=TEST_FIELDS):
   """{field: (the run's value, `config`'s)} for the `fields` where `config`
-  differs from the run's config.json (none if it has none)."""
+  differs from the run's config.json (none if it has none). Under TEST_FIELDS
+  that differ, results are not the run's own: they go beside it
+  (eval_other_config.json, reports_other_config/)."""
   ran = workdir_lib.read_json(os.path.join(workdir, workdir_lib.CONFIG_FILE))
   if ran is None:
     return {}
@@ -54,15 +56,8 @@ def _differing(config, workdir, fields):
           if f in ran and ran[f] != given.get(f)}
 
 
-def not_the_runs(config, workdir, fields=TEST_FIELDS):
-  """{field: (the run's value, `config`'s)} where `config` changes what the
-  run's model gives (`fields`): results computed so are not the run's, and
-  go beside its own (eval_other_config.json, reports_other_config/)."""
-  return _differing(config, workdir, fields)
-
-
 def differs_note(differ):
-  """' (not the run's: ...)' for a non-empty not_the_runs() result."""
+  """' (not the run's own: ...)' for a non-empty differing_fields()."""
   if not differ:
     return ''
   return (f' (not the run\'s own: this config differs from its '
@@ -84,7 +79,7 @@ def check_run_config(config, workdir):
   config.allow_config_change."""
   if config.get('allow_config_change', False):
     return
-  differ = _differing(config, workdir, EVAL_FIELDS)
+  differ = differing_fields(config, workdir, EVAL_FIELDS)
   if differ:
     raise workdir_lib.WorkdirError(
         f'{workdir!r} was trained with ' + ', '.join(
@@ -161,7 +156,7 @@ def evaluate(config, workdir, dataset=None):
   it goes to eval_other_config.json, naming those fields, and eval.json
   (the run's own, which the sweep's table reads) is kept."""
   restored = load_best(config, workdir)
-  differ = not_the_runs(config, workdir)
+  differ = differing_fields(config, workdir)
   workdir_lib.ensure_writable_dir(workdir)  # Before the test pass.
   if dataset is None:
     dataset = data_lib.load_dataset(config)

@@ -169,7 +169,7 @@ def predict_images(config, workdir, image_paths):
     except ImageReadError as e:
       print(f'error: {e}', file=sys.stderr)
       failed += 1
-  differ = evaluate.not_the_runs(config, workdir, evaluate.EVAL_FIELDS)
+  differ = evaluate.differing_fields(config, workdir, evaluate.EVAL_FIELDS)
   out_dir = os.path.join(workdir, reports.OTHER_REPORTS_DIR if differ
                          else reports.REPORTS_DIR, PREDICTIONS)
   if loaded:

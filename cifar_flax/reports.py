@@ -20,7 +20,7 @@ from cifar_flax import workdir as workdir_lib
 
 REPORTS_DIR = 'reports'
 # Reports under a config that changes what the run's model gives
-# (evaluate.not_the_runs): kept apart from the run's own.
+# (evaluate.differing_fields): kept apart from the run's own.
 OTHER_REPORTS_DIR = 'reports_other_config'
 NUM_EXTREMES = 10  # Worst and best classes listed in the report.
 GRID_SIDE = 4  # The image grid is GRID_SIDE x GRID_SIDE test images.
@@ -232,7 +232,7 @@ def write_reports(config, workdir):
   paths."""
   from cifar_flax import evaluate  # pylint: disable=g-import-not-at-top
   restored = evaluate.load_best(config, workdir)
-  differ = evaluate.not_the_runs(config, workdir)
+  differ = evaluate.differing_fields(config, workdir)
   out_dir = os.path.join(workdir,
                          OTHER_REPORTS_DIR if differ else REPORTS_DIR)
   workdir_lib.ensure_writable_dir(out_dir, 'reports folder')
