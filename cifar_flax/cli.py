@@ -53,6 +53,11 @@ def _run(config, workdir, mode, images, stop=None):
   clear = CLEAR_ERRORS + (train.TrainingDivergedError, predict.ImageReadError)
   try:
     if mode not in SWEEP_MODES:  # A sweep checks each of its row configs.
+      if 'rows' in config:
+        raise config_checks.ConfigError(
+            'a sweep config runs with --mode=sweep or sweep_table; for one '
+            'of its seeds, --config=that seed\'s workdir '
+            '(WORKDIR/<row>/seed_<s>)')
       config_checks.validate(config)  # Before any mode does any work.
       train.setup_jax(config)
     if images and mode != 'predict':

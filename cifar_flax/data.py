@@ -115,8 +115,9 @@ def _decode_split(obj, label_key, num_classes, where):
 
 
 def _gunzip(raw):
-  """The data of gzip file `raw`, one or more members (as gzip reads it),
-  each checked against its trailer's CRC and length; zlib.error if not."""
+  """The data of gzip file `raw`, one or more members (as gzip reads it,
+  zero padding after them too), each checked against its trailer's CRC and
+  length; zlib.error if not."""
   parts = []
   while True:
     inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
@@ -124,7 +125,7 @@ def _gunzip(raw):
     if not inflate.eof:
       raise zlib.error('the data ends before the end of the gzip stream')
     raw = inflate.unused_data
-    if not raw:
+    if not raw.strip(b'\0'):  # gzip ignores zero padding after the end.
       return parts[0] if len(parts) == 1 else b''.join(parts)
 
 

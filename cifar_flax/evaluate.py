@@ -8,6 +8,7 @@ import dataclasses
 import datetime
 import functools
 import os
+import re
 import time
 
 import jax
@@ -56,6 +57,13 @@ def differing_fields(config, workdir, fields=TEST_FIELDS):
           if f in ran and ran[f] != given.get(f)}
 
 
+def apart_name(differ):
+  """'activation=elu,test_subset=100': a folder name for results computed
+  under the given values of a non-empty differing_fields()."""
+  return re.sub(r'[^\w.=,+-]', '_', ','.join(
+      f'{f}={given}' for f, (_, given) in sorted(differ.items())))
+
+
 def differs_note(differ):
   """' (not the run's own: ...)' for a non-empty differing_fields()."""
   if not differ:
@@ -95,6 +103,11 @@ def load_best(config, workdir):
   """Restores the best checkpoint (lowest validation loss) of `workdir`,
   replicated on this process's devices (whatever devices trained it)."""
   path = os.path.join(workdir, workdir_lib.CHECKPOINT_DIR)
+  if workdir_lib.is_results_copy(workdir):
+    raise checkpointing.NoCheckpointError(
+        f'{workdir!r} holds a finished run\'s results without its '
+        f'checkpoints (a copy, as results/ keeps them): its test result is '
+        f'in {workdir_lib.EVAL_FILE}; this mode needs the checkpoints')
   if not os.path.isdir(path):
     raise checkpointing.NoCheckpointError(
         f'no checkpoint in {path}: train first (python main.py '

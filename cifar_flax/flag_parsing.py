@@ -24,19 +24,22 @@ _WRAPPED = 'Error whilst parsing config file'
 
 def _config_index(argv):
   """(i, value) of the --config value in argv (i: its item), or (None, None);
-  absl also reads -config and '--config VALUE'."""
+  the last one given, which absl takes; absl also reads -config and
+  '--config VALUE'."""
+  found = None, None
   for i, a in enumerate(argv):
     for prefix in ('--config=', '-config='):
       if a.startswith(prefix):
-        return i, a[len(prefix):]
+        found = i, a[len(prefix):]
     if a in ('--config', '-config') and i + 1 < len(argv):
-      return i + 1, argv[i + 1]
-  return None, None
+      found = i + 1, argv[i + 1]
+  return found
 
 
 def config_arg(argv):
   """The --config value in argv ('?' if none)."""
-  return _config_index(argv)[1] or '?'
+  value = _config_index(argv)[1]
+  return '?' if value is None else value
 
 
 def run_config_argv(argv):
@@ -72,7 +75,7 @@ def _wrapper(e):
 
 def _raised(e):
   """The config file's own exception, under the wrappers."""
-  while _wrapper(e):
+  while _wrapper(e) and (e.__cause__ or e.__context__) is not None:
     e = e.__cause__ or e.__context__
   return e
 
@@ -94,7 +97,12 @@ def config_error(given, argv, e):
   (`given`: the argv as typed, for the message; `argv`: as parsed)."""
   e = _raised(e)
   path = config_arg(argv).split(':', 1)[0]
-  text = ' '.join(line.strip() for line in str(e).strip().splitlines())
+  said = str(e)
+  inner = e  # ml_collections wraps a KeyError's message in an AttributeError.
+  while inner.args and isinstance(inner.args[0], BaseException):
+    inner = inner.args[0]
+    said = str(inner.args[0]) if inner.args else str(inner)
+  text = ' '.join(line.strip() for line in said.strip().splitlines())
   head = f'FATAL Flags parsing error: --config={config_arg(given)}: '
   if os.path.abspath(path) == RUN_CONFIG and isinstance(e, ValueError):
     return head + text  # Its messages name the run and the problem.
@@ -150,7 +158,8 @@ def _unknown_field(given, argv, e):
   first, _, suggestion = str(inner.args[0] if inner.args else inner
                              ).partition('\n')
   field = first.strip('"\'')
-  overrides = [a for a in argv if a.startswith('--config.') and field in a]
+  overrides = [a for a in argv if a.startswith('--config.') and field in
+               a.split('=', 1)[0][len('--config.'):].split('.')]
   if not overrides:  # Not an override's: raised by the config file itself.
     return config_error(given, argv, e)
   if field != 'overrides' and overrides[0].startswith('--config.overrides.'):
@@ -202,11 +211,12 @@ def parse(argv):
       with _quiet_none_warning():
         rest = FLAGS(argv)
     except flags.Error as e:
+      if (not str(e).startswith('flag --config=') or
+          _config_index(given)[1] is None):  # Not the config file's.
+        sys.exit(_absl_error(e))
       if str(e).startswith('flag --config=None:'):
         sys.exit(f'FATAL Flags parsing error: --config={config_arg(given)}: '
                  f'its get_config() returned None (no return statement?)')
-      if not str(e).startswith('flag --config='):
-        sys.exit(_absl_error(e))
       sys.exit(config_error(given, argv, e))
     FLAGS.config.keys()  # A file it could not read, ml_collections raises here.
     if not isinstance(FLAGS.config, ml_collections.ConfigDict):

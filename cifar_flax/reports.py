@@ -20,7 +20,8 @@ from cifar_flax import workdir as workdir_lib
 
 REPORTS_DIR = 'reports'
 # Reports under a config that changes what the run's model gives
-# (evaluate.differing_fields): kept apart from the run's own.
+# (evaluate.differing_fields): kept apart from the run's own, in a folder
+# named by the fields and values that differ (evaluate.apart_name).
 OTHER_REPORTS_DIR = 'reports_other_config'
 NUM_EXTREMES = 10  # Worst and best classes listed in the report.
 GRID_SIDE = 4  # The image grid is GRID_SIDE x GRID_SIDE test images.
@@ -228,13 +229,14 @@ def image_grid(images, labels, preds, class_names, path, side=GRID_SIDE,
 
 def write_reports(config, workdir):
   """Writes every report of `workdir` to WORKDIR/reports (under a config
-  that changes the model's results, reports_other_config); returns the
-  paths."""
+  that changes the model's results, reports_other_config/<what differs>);
+  returns the paths."""
   from cifar_flax import evaluate  # pylint: disable=g-import-not-at-top
   restored = evaluate.load_best(config, workdir)
   differ = evaluate.differing_fields(config, workdir)
-  out_dir = os.path.join(workdir,
-                         OTHER_REPORTS_DIR if differ else REPORTS_DIR)
+  out_dir = (os.path.join(workdir, OTHER_REPORTS_DIR,
+                          evaluate.apart_name(differ)) if differ
+             else os.path.join(workdir, REPORTS_DIR))
   workdir_lib.ensure_writable_dir(out_dir, 'reports folder')
   dataset = data_lib.load_dataset(config)
   evaluate.check_classes(restored, dataset, workdir, config)

@@ -115,9 +115,13 @@ def flatten(d, prefix=''):
 
 def is_results_copy(workdir):
   """A finished run's JSON files without its checkpoints, as results/ keeps
-  them to carry measured runs between machines."""
-  return (os.path.exists(os.path.join(workdir, EVAL_FILE)) and
-          not os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)))
+  them to carry measured runs between machines (an empty checkpoints/ too:
+  orbax names each saved step's folder by its number)."""
+  if not os.path.exists(os.path.join(workdir, EVAL_FILE)):
+    return False
+  checkpoints = os.path.join(workdir, CHECKPOINT_DIR)
+  return not (os.path.isdir(checkpoints) and
+              any(n.isdigit() for n in os.listdir(checkpoints)))
 
 
 def ensure_writable_dir(path, what='workdir'):
@@ -162,11 +166,13 @@ def prepare(workdir, config, ignore_keys=(), allow_change=False):
 def differing(old, new, ignore_keys=()):
   """The fields, outside `ignore_keys`, of config dicts `old` (None: no
   config.json, so none) and `new` whose values differ; nested ones dotted
-  (augment.zoom_range)."""
+  (augment.zoom_range). A field `old` lacks that ADDED_FIELDS holds has the
+  value it gives; one `new` lacks (removed since) does not count."""
   if old is None:
     return []
   old, new = ADDED_FIELDS | dict(flatten(old)), dict(flatten(new))
-  return sorted(k for k in set(old) | set(new)
+  # A field `new` lacks is one this code no longer has: nothing it does.
+  return sorted(k for k in new
                 if k not in ignore_keys and old.get(k) != new.get(k))
 
 

@@ -38,7 +38,8 @@ def get_config(run=''):
     with open(path) as f:
       ran = json.load(f)
   except ValueError as e:
-    raise ValueError(f'{path} is damaged, not JSON ({e})') from e
+    raise ValueError(f'{path} is damaged, not JSON ({e}); a config file is '
+                     f'Python: configs/*.py') from e
   if not isinstance(ran, dict):
     raise ValueError(f'{path} holds no config (a JSON object)')
   config = default.get_config()
@@ -49,6 +50,10 @@ def get_config(run=''):
                      f'field)')
   ran.pop(workdir_lib.ONE_COMMAND, None)  # Never read back.
   unknown = sorted(set(ran) - set(known))
+  for name in unknown:  # A value where default.py has a group of fields.
+    if any(k.startswith(name + '.') for k in known):
+      raise ValueError(f'{path}: field {name}={ran[name]!r}, where '
+                       f'configs/default.py holds a ConfigDict')
   if unknown:  # Removed since: they cannot change what this code computes.
     print(f'warning: {path} has fields this cifar_flax does not know, '
           f'ignored: {", ".join(unknown)} (another version\'s run?)',

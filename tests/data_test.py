@@ -101,12 +101,14 @@ def test_truncated_archive(tmp_path):
 
 
 def test_archive_of_several_gzip_members_loads(tmp_path):
-  """gzip (and bgzip) output may be several concatenated members."""
+  """gzip (and bgzip) output may be several concatenated members, and may
+  be padded with zeros."""
   path = conftest.write_archive(str(tmp_path / 'one'))
   blob = gzip.decompress(open(path, 'rb').read())
   os.makedirs(tmp_path / 'two')
   with open(tmp_path / 'two' / os.path.basename(path), 'wb') as f:
-    f.write(gzip.compress(blob[:5000]) + gzip.compress(blob[5000:]))
+    f.write(gzip.compress(blob[:5000]) + gzip.compress(blob[5000:])
+            + bytes(100))  # Zero padding after them, as gzip allows.
   for a, b in zip(data.load_archive(str(tmp_path / 'one'))[:2],
                   data.load_archive(str(tmp_path / 'two'))[:2]):
     np.testing.assert_array_equal(a.images, b.images)

@@ -295,19 +295,26 @@ def test_damaged_json_is_rewritten_from_the_checkpoint_or_named(
     assert err.endswith('): restore it or move it away\n'), err
 
 
-def test_a_results_copy_is_not_trained_over(reference, tiny_config, tmp_path,
-                                             capsys):
+@pytest.mark.parametrize('checkpoints', ['none', 'an empty folder'])
+def test_a_results_copy_is_not_trained_over(checkpoints, reference, tiny_config,
+                                            tmp_path, capsys):
   """A finished run's JSON files without checkpoints (as results/ keeps
   them, and a sweep counts as done): train refuses, touching nothing."""
   workdir = _copy_of_run(reference, tiny_config, tmp_path)
   shutil.rmtree(os.path.join(workdir, workdir_lib.CHECKPOINT_DIR))
+  if checkpoints == 'an empty folder':  # As rsync --exclude 'checkpoints/*'.
+    os.mkdir(os.path.join(workdir, workdir_lib.CHECKPOINT_DIR))
   train_err, eval_err = _refusals(tiny_config, workdir, capsys)
   assert train_err == (
       f"error: {workdir!r} holds a finished run's eval.json and history.json "
       "without its checkpoints (a copy, as results/ keeps them): nothing to "
       "train or resume there; use another --workdir\n")
-  assert eval_err.startswith('error: no checkpoint in ')
-  assert not os.path.exists(os.path.join(workdir, workdir_lib.CHECKPOINT_DIR))
+  assert eval_err == (
+      f"error: {workdir!r} holds a finished run's results without its "
+      "checkpoints (a copy, as results/ keeps them): its test result is in "
+      "eval.json; this mode needs the checkpoints\n")
+  from cifar_flax import multi_seed  # pylint: disable=g-import-not-at-top
+  assert multi_seed.is_done(workdir, tiny_config)  # A sweep keeps it.
 
 
 @pytest.mark.parametrize('damage', ['arrays', 'state', 'meta'])
@@ -455,8 +462,9 @@ def test_eval_refuses_a_config_that_computes_another_model(
          "activation='elu' (the run's 'relu'))" in capsys.readouterr().out
   from cifar_flax import reports  # pylint: disable=g-import-not-at-top
   apart = os.path.join(workdir, reports.OTHER_REPORTS_DIR)
-  assert os.path.exists(os.path.join(apart, 'curves.png'))
-  assert os.path.exists(os.path.join(apart, 'predictions', 'red_top5.png'))
+  assert os.path.exists(os.path.join(apart, 'activation=elu', 'curves.png'))
+  assert os.path.exists(os.path.join(apart, 'activation=elu', 'predictions',
+                                     'red_top5.png'))
   assert {p: v for p, v in _snapshot(workdir).items()
           if p != other and not p.startswith(apart)} == saved
   config.update(activation='relu', label_type='coarse')
@@ -581,6 +589,8 @@ def test_unknown_field_or_wrong_type_fails_at_parsing(override, field,
     ('config.json', '[1, 2]\n', 'config.json holds no config'),
     ('eval.json', '{"test_top1": 0.5}\n', 'eval.json holds no config (none '
      'of its keys is a config field)'),
+    ('python.json', 'def get_config():\n  pass\n', 'python.json is damaged, '
+     'not JSON ('),
     ('raises.py', 'def get_config():\n  return {}["model"]\n',
      "KeyError at line 2: 'model'"),
     ('empty.py', '', 'the config file defines no get_config()'),
@@ -643,7 +653,7 @@ def test_a_run_evaluates_with_its_own_config(reference, run_flags, tmp_path,
   assert 'predates adam_keras_epsilon (set to False, as it ran)' in err
   assert 'does not know, ignored: removed_field' in err
   for field, value in (('num_epochs', None), ('batch_size', True),
-                       ('augment_validation', 0)):
+                       ('augment_validation', 0), ('augment', 3)):
     workdir_lib.write_json(path, dict(ran, **{field: value}))
     with pytest.raises(ValueError, match=f'field {field}={value!r}, where '
                        'configs/default.py holds a'):
@@ -657,6 +667,8 @@ def test_a_run_evaluates_with_its_own_config(reference, run_flags, tmp_path,
   home, name = os.path.split(workdir)
   for args, typed, cwd in (
       ([f'--config={workdir}'], workdir, ROOT),
+      # absl takes the last --config (scripts/train.sh gives final.py first).
+      (['--config=configs/final.py', f'--config={workdir}'], workdir, ROOT),
       (['--config', path], path, ROOT),
       ([f'--config=~/{name}'], f'~/{name}', '/'),
       ([f'--config={name}/'], f'{name}/', home)):
@@ -677,6 +689,26 @@ def test_stray_argument_is_one_line(tmp_path):
   assert proc.returncode == 1
   assert proc.stderr == ("FATAL Flags parsing error: unexpected arguments "
                          "['eval'] (flags only, e.g. --mode=eval)\n")
+  proc = _main(f'--workdir={tmp_path}/run', '--mode=eval')  # No --config.
+  assert proc.returncode == 1
+  assert proc.stderr.startswith('FATAL Flags parsing error: flag '
+                                '--config=None: Flag --config must have a '
+                                'value other than None.\n'), proc.stderr
+
+
+def test_config_files_own_error_is_not_blamed_on_an_override(tmp_path):
+  """A field the config file itself lacks, part of an override's name."""
+  path = tmp_path / 'lr.py'
+  path.write_text('from configs import default\ndef get_config():\n'
+                  '  c = default.get_config()\n'
+                  '  c.lr = c.learning_rate * c.schedule\n  return c\n')
+  proc = _main(f'--config={path}', f'--workdir={tmp_path}/run',
+               '--config.lr_schedule=cosine')
+  assert proc.returncode == 1
+  assert proc.stderr == (
+      f"FATAL Flags parsing error: --config={path}: cannot load the config "
+      "file (AttributeError at line 4: 'schedule' Did you mean \"lr_schedule\" "
+      'instead of "schedule"?)\n'), proc.stderr
 
 
 def test_near_miss_field_is_named_with_the_field_meant(tmp_path):
@@ -792,9 +824,13 @@ def test_workdir_of_another_config_is_refused(tiny_config, tmp_path, capsys):
   # allow_config_change, a permission for one command, is saved as False.
   assert workdir_lib.read_json(os.path.join(workdir, 'config.json'))[
       'allow_config_change'] is False
+  # A field removed since is no difference.
+  path = os.path.join(workdir, 'config.json')
+  workdir_lib.write_json(path, dict(workdir_lib.read_json(path),
+                                    flatten_optimizer=False))
+  assert workdir_lib.prepare(workdir, tiny_config) == []
   # A config.json from before a field was added ran as ADDED_FIELDS says:
   # that value is the same config, another differs.
-  path = os.path.join(workdir, 'config.json')
   old = workdir_lib.read_json(path)
   del old['adam_keras_epsilon']
   workdir_lib.write_json(path, old)

@@ -255,6 +255,15 @@ def test_bad_sweep_configs_fail_before_training(tmp_path, fake_data_dir,
 def test_sweep_mode_refuses_a_run_config(tmp_path, tiny_config, capsys):
   assert cli.run(tiny_config, str(tmp_path / 'w'), 'sweep') == 1
   assert 'needs a sweep config' in capsys.readouterr().err
+  # And the other modes a sweep config, in one line (it was a traceback).
+  for mode in ('train', 'eval', 'report'):
+    assert cli.run(paper_table.get_config('tiny'), str(tmp_path / 'w'),
+                   mode) == 1
+    assert capsys.readouterr().err == (
+        'error: a sweep config runs with --mode=sweep or sweep_table; for one '
+        "of its seeds, --config=that seed's workdir (WORKDIR/<row>/seed_<s>)"
+        '\n')
+  assert not os.path.exists(tmp_path / 'w')
 
 
 def test_seeds_one_at_a_time_take_the_single_run_path(
