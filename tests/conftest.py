@@ -62,10 +62,15 @@ def _temporary_files_under_pytest(tmp_path_factory):
   """Temporary files and folders of the code under test (tfds' mock data
   leaves empty folders) go under pytest's own temporary folder, which it
   prunes, not into the system's."""
-  old = tempfile.tempdir
-  tempfile.tempdir = str(tmp_path_factory.mktemp('tempfile'))
+  old, old_env = tempfile.tempdir, os.environ.get('TMPDIR')
+  tempfile.tempdir = os.environ['TMPDIR'] = str(  # Subprocesses' too.
+      tmp_path_factory.mktemp('tempfile'))
   yield
   tempfile.tempdir = old
+  if old_env is None:
+    del os.environ['TMPDIR']
+  else:
+    os.environ['TMPDIR'] = old_env
 
 
 @pytest.fixture(scope='session')
