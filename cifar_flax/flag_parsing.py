@@ -22,18 +22,34 @@ RUN_CONFIG = os.path.join(os.path.dirname(os.path.dirname(
 _WRAPPED = 'Error whilst parsing config file'
 
 
-def _config_index(argv):
-  """(i, value) of the --config value in argv (i: its item), or (None, None);
-  the last one given, which absl takes; absl also reads -config and
-  '--config VALUE'."""
-  found = None, None
+def _config_items(argv):
+  """[(first item, value item)] of each --config in argv; absl also reads
+  -config and '--config VALUE' (two items)."""
+  found = []
   for i, a in enumerate(argv):
-    for prefix in ('--config=', '-config='):
-      if a.startswith(prefix):
-        found = i, a[len(prefix):]
-    if a in ('--config', '-config') and i + 1 < len(argv):
-      found = i + 1, argv[i + 1]
+    if a.startswith(('--config=', '-config=')):
+      found.append((i, i))
+    elif a in ('--config', '-config') and i + 1 < len(argv):
+      found.append((i, i + 1))
   return found
+
+
+def _config_index(argv):
+  """(i, value) of the last --config value in argv (i: its item), or
+  (None, None)."""
+  if not _config_items(argv):
+    return None, None
+  i = _config_items(argv)[-1][1]
+  return i, argv[i].split('=', 1)[1] if argv[i].startswith('-') else argv[i]
+
+
+def _last_config_only(argv):
+  """argv without all but the last --config: a later one replaces an
+  earlier (scripts/train.sh gives configs/final.py first), where
+  ml_collections, given two, defines each override flag twice and fails."""
+  dropped = {j for first, last in _config_items(argv)[:-1]
+             for j in range(first, last + 1)}
+  return [a for j, a in enumerate(argv) if j not in dropped]
 
 
 def config_arg(argv):
@@ -205,6 +221,7 @@ def parse(argv):
     given = FLAGS.read_flags_from_files(argv, force_gnu=False)
   except flags.Error as e:  # A --flagfile it cannot read.
     sys.exit(_absl_error(e))
+  given = _last_config_only(given)
   argv = run_config_argv(given)
   try:
     try:

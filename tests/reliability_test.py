@@ -620,6 +620,14 @@ def test_a_run_evaluates_with_its_own_config(reference, run_flags, tmp_path,
   rc, out, err = _run(workdir, [f'--config={workdir}', '--mode=eval'])
   assert rc == 0, out + err
   assert _results(workdir) == _results(reference)
+  # The last --config counts, with overrides (scripts/train.sh gives
+  # configs/final.py first; ml_collections, given two, defined each override
+  # flag twice and failed).
+  rc, out, err = _run(workdir, ['--config=configs/final.py',
+                                f'--config={workdir}', '--mode=eval',
+                                '--config.eval_batch_size=8'])
+  assert rc == 0, out + err
+  assert _results(workdir) == _results(reference)
   # Flags still override it. A result under another test set is not the
   # run's: it goes to eval_other_config.json, and nothing else changes.
   saved = _snapshot(workdir)
@@ -667,7 +675,6 @@ def test_a_run_evaluates_with_its_own_config(reference, run_flags, tmp_path,
   home, name = os.path.split(workdir)
   for args, typed, cwd in (
       ([f'--config={workdir}'], workdir, ROOT),
-      # absl takes the last --config (scripts/train.sh gives final.py first).
       (['--config=configs/final.py', f'--config={workdir}'], workdir, ROOT),
       (['--config', path], path, ROOT),
       ([f'--config=~/{name}'], f'~/{name}', '/'),
