@@ -617,9 +617,6 @@ def test_a_run_evaluates_with_its_own_config(reference, run_flags, tmp_path,
   workdir = str(tmp_path / 'run')
   shutil.copytree(reference, workdir)
   os.remove(os.path.join(workdir, workdir_lib.EVAL_FILE))
-  rc, out, err = _run(workdir, [f'--config={workdir}', '--mode=eval'])
-  assert rc == 0, out + err
-  assert _results(workdir) == _results(reference)
   # The last --config counts, with overrides (scripts/train.sh gives
   # configs/final.py first; ml_collections, given two, defined each override
   # flag twice and failed).
