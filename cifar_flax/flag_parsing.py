@@ -37,10 +37,11 @@ def _config_items(argv):
 def _config_index(argv):
   """(i, value) of the last --config value in argv (i: its item), or
   (None, None)."""
-  if not _config_items(argv):
+  items = _config_items(argv)
+  if not items:
     return None, None
-  i = _config_items(argv)[-1][1]
-  return i, argv[i].split('=', 1)[1] if argv[i].startswith('-') else argv[i]
+  first, i = items[-1]
+  return i, argv[i].split('=', 1)[1] if first == i else argv[i]
 
 
 def _last_config_only(argv):
@@ -65,9 +66,7 @@ def run_config_argv(argv):
   if value is None:
     return argv
   path = os.path.expanduser(value)  # The shell leaves '~' after '='.
-  if os.path.isdir(path):
-    new = f'{os.path.relpath(RUN_CONFIG)}:{path}'
-  elif path.endswith('.json'):  # A run's config.json, under any name.
+  if os.path.isdir(path) or path.endswith('.json'):  # Any name for it.
     new = f'{os.path.relpath(RUN_CONFIG)}:{path}'
   elif path != value:
     new = path
@@ -86,7 +85,7 @@ def _wrapper(e):
     return True
   frames = traceback.extract_tb(e.__traceback__)
   return bool(frames) and os.path.basename(frames[-1].filename) == (
-      'config_flags.py') and (e.__cause__ or e.__context__) is not None
+      'config_flags.py')
 
 
 def _raised(e):
