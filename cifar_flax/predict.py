@@ -170,9 +170,7 @@ def predict_images(config, workdir, image_paths):
       print(f'error: {e}', file=sys.stderr)
       failed += 1
   differ = evaluate.differing_fields(config, workdir, evaluate.EVAL_FIELDS)
-  out_dir = os.path.join(workdir, *(
-      (reports.OTHER_REPORTS_DIR, evaluate.apart_name(differ)) if differ
-      else (reports.REPORTS_DIR,)), PREDICTIONS)
+  out_dir = os.path.join(reports.reports_dir(workdir, differ), PREDICTIONS)
   if loaded:
     workdir_lib.ensure_writable_dir(out_dir, 'predictions folder')
     probs = probabilities(restored, np.stack([s for _, _, s in loaded]),

@@ -227,6 +227,15 @@ def image_grid(images, labels, preds, class_names, path, side=GRID_SIDE,
 # --- The driver ---------------------------------------------------------------
 
 
+def reports_dir(workdir, differ):
+  """WORKDIR/reports, or for a config that differs from the run's in
+  `differ` (evaluate.differing_fields), its folder apart."""
+  from cifar_flax import evaluate  # pylint: disable=g-import-not-at-top
+  if not differ:
+    return os.path.join(workdir, REPORTS_DIR)
+  return os.path.join(workdir, OTHER_REPORTS_DIR, evaluate.apart_name(differ))
+
+
 def write_reports(config, workdir):
   """Writes every report of `workdir` to WORKDIR/reports (under a config
   that changes the model's results, reports_other_config/<what differs>);
@@ -234,9 +243,7 @@ def write_reports(config, workdir):
   from cifar_flax import evaluate  # pylint: disable=g-import-not-at-top
   restored = evaluate.load_best(config, workdir)
   differ = evaluate.differing_fields(config, workdir)
-  out_dir = (os.path.join(workdir, OTHER_REPORTS_DIR,
-                          evaluate.apart_name(differ)) if differ
-             else os.path.join(workdir, REPORTS_DIR))
+  out_dir = reports_dir(workdir, differ)
   workdir_lib.ensure_writable_dir(out_dir, 'reports folder')
   dataset = data_lib.load_dataset(config)
   evaluate.check_classes(restored, dataset, workdir, config)
