@@ -95,6 +95,14 @@ def _raised(e):
   return e
 
 
+def _unwrapped(e):
+  """The exception ml_collections wraps as the first argument of another
+  (a KeyError in an AttributeError), or `e`."""
+  while e.args and isinstance(e.args[0], BaseException):
+    e = e.args[0]
+  return e
+
+
 def _line_in(e, path):
   """The line of `path` (the config file) in e's traceback, or in those of
   the exceptions it arose from."""
@@ -112,11 +120,9 @@ def config_error(given, argv, e):
   (`given`: the argv as typed, for the message; `argv`: as parsed)."""
   e = _raised(e)
   path = config_arg(argv).split(':', 1)[0]
-  said = str(e)
-  inner = e  # ml_collections wraps a KeyError's message in an AttributeError.
-  while inner.args and isinstance(inner.args[0], BaseException):
-    inner = inner.args[0]
-    said = str(inner.args[0]) if inner.args else str(inner)
+  inner = _unwrapped(e)
+  said = str(e) if inner is e else (
+      str(inner.args[0]) if inner.args else str(inner))
   text = ' '.join(line.strip() for line in said.strip().splitlines())
   head = f'FATAL Flags parsing error: --config={config_arg(given)}: '
   if os.path.abspath(path) == RUN_CONFIG and isinstance(e, ValueError):
@@ -167,9 +173,7 @@ def _unknown_field(given, argv, e):
   if "has no attribute 'get_config'" in str(e):
     return (f'FATAL Flags parsing error: --config={config_arg(given)}: the '
             f'config file defines no get_config() (see configs/*.py)')
-  inner = e
-  while inner.args and isinstance(inner.args[0], BaseException):
-    inner = inner.args[0]
+  inner = _unwrapped(e)
   first, _, suggestion = str(inner.args[0] if inner.args else inner
                              ).partition('\n')
   field = first.strip('"\'')
