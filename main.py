@@ -12,6 +12,7 @@ from ml_collections import config_flags
 from cifar_flax import flag_parsing
 
 FLAGS = flags.FLAGS
+flag_parsing.read_flagfiles(sys.argv)  # Before --config reads them.
 config_flags.DEFINE_config_file(
     'config', None, 'A config file (configs/*.py[:variant]), or a run\'s '
     'workdir for the config it was trained with (its config.json).',

@@ -217,14 +217,21 @@ def _quiet_none_warning():
     logging.get_absl_logger().removeFilter(f)
 
 
+def read_flagfiles(argv):
+  """argv with each --flagfile's flags in its place; exits with absl's one
+  line for one it cannot read. main.py calls it before it defines --config:
+  ml_collections reads them then, with a traceback for a missing one."""
+  try:
+    return FLAGS.read_flags_from_files(argv, force_gnu=False)
+  except flags.Error as e:  # 'ERROR:: Unable to open flagfile: [Errno 2] ...'
+    sys.exit('FATAL Flags parsing error: ' + str(e).removeprefix('ERROR::')
+             .strip())
+
+
 def parse(argv):
   """absl's parsing (app.run's flags_parser); exits with one line on a bad
   flag or config."""
-  try:
-    given = FLAGS.read_flags_from_files(argv, force_gnu=False)
-  except flags.Error as e:  # A --flagfile it cannot read.
-    sys.exit(_absl_error(e))
-  given = _last_config_only(given)
+  given = _last_config_only(read_flagfiles(argv))
   argv = run_config_argv(given)
   try:
     try:

@@ -700,6 +700,16 @@ def test_stray_argument_is_one_line(tmp_path):
                                 'value other than None.\n'), proc.stderr
 
 
+def test_unreadable_flagfile_is_one_line(tmp_path):
+  missing = tmp_path / 'missing.cfg'
+  proc = _main(f'--flagfile={missing}', '--config=configs/test.py',
+               f'--workdir={tmp_path}/run')
+  assert proc.returncode == 1
+  assert proc.stderr == ('FATAL Flags parsing error: Unable to open flagfile: '
+                         '[Errno 2] No such file or directory: '
+                         f"'{missing}'\n"), proc.stderr
+
+
 def test_config_files_own_error_is_not_blamed_on_an_override(tmp_path):
   """A field the config file itself lacks, part of an override's name."""
   path = tmp_path / 'lr.py'
