@@ -47,11 +47,13 @@ def differing_fields(config, workdir, fields=TEST_FIELDS):
   """{field: (the run's value, `config`'s)} for the `fields` where `config`
   differs from the run's config.json (none if it has none). Under TEST_FIELDS
   that differ, results are not the run's own: they go beside it
-  (eval_other_config.json, reports_other_config/)."""
+  (eval_other_config.json, reports_other_config/). A field added since the
+  run has the value workdir.ADDED_FIELDS gives; one it has none for, and the
+  file lacks, is not compared."""
   ran = workdir_lib.read_json(os.path.join(workdir, workdir_lib.CONFIG_FILE))
   if ran is None:
     return {}
-  ran = dict(workdir_lib.flatten(ran))
+  ran = workdir_lib.ADDED_FIELDS | dict(workdir_lib.flatten(ran))
   given = dict(workdir_lib.flatten(workdir_lib.config_to_dict(config)))
   return {f: (ran[f], given.get(f)) for f in fields
           if f in ran and ran[f] != given.get(f)}

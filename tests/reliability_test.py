@@ -807,6 +807,23 @@ def test_unwritable_workdir_fails_before_training(tiny_config, tmp_path,
     assert err.startswith(f'error: workdir {workdir!r} is not writable')
 
 
+def test_a_field_added_since_the_run_counts_with_its_value_then(
+    tiny_config, tmp_path, monkeypatch):
+  from cifar_flax import evaluate  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path)
+  workdir_lib.prepare(workdir, tiny_config)
+  path = os.path.join(workdir, 'config.json')
+  ran = workdir_lib.read_json(path)
+  del ran['activation'], ran['test_subset']  # As if added since it ran.
+  workdir_lib.write_json(path, ran)
+  monkeypatch.setitem(workdir_lib.ADDED_FIELDS, 'activation', 'relu')
+  assert evaluate.differing_fields(tiny_config, workdir) == {}
+  tiny_config.activation, tiny_config.test_subset = 'elu', 100
+  # test_subset: no value for runs before it; not compared.
+  assert evaluate.differing_fields(tiny_config, workdir) == {
+      'activation': ('relu', 'elu')}
+
+
 def test_workdir_of_another_config_is_refused(tiny_config, tmp_path, capsys):
   workdir = str(tmp_path)
   workdir_lib.prepare(workdir, tiny_config)
