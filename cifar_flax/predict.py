@@ -72,15 +72,27 @@ def load_image(path):
   except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
     raise ImageReadError(f'{path}: unreadable image ({type(e).__name__}: '
                          f'{e})') from None
+  return photo, network_input(photo)
+
+
+def network_input(photo):
+  """The (32, 32, 3) uint8 input of an RGB photo: its centre square,
+  resized."""
   small = ImageOps.fit(photo, _SIZE, method=Image.Resampling.LANCZOS)
-  return photo, np.asarray(small, np.uint8)
+  return np.asarray(small, np.uint8)
 
 
-def probabilities(restored, images, aug_config, batch_size):
-  """Softmax outputs (N, classes) of uint8 images, `batch_size` at a time
-  (the last batch padded, so one compiled program serves every batch)."""
-  softmax = jax.jit(lambda state, x, mean: jax.nn.softmax(
+def softmax_program(aug_config):
+  """The jitted softmax of the network's outputs for probabilities()."""
+  return jax.jit(lambda state, x, mean: jax.nn.softmax(
       train.predict_logits(state, x, mean, aug_config), axis=-1))
+
+
+def probabilities(restored, images, aug_config, batch_size, softmax=None):
+  """Softmax outputs (N, classes) of uint8 images, `batch_size` at a time
+  (the last batch padded, so one compiled program serves every batch);
+  `softmax`: softmax_program(aug_config), made anew if not given."""
+  softmax = softmax or softmax_program(aug_config)
   batch_size = max(1, min(batch_size, len(images)))
   out = []
   for start in range(0, len(images), batch_size):

@@ -4,6 +4,7 @@ every image mode PIL reads, and clear lines for bad input."""
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -292,3 +293,49 @@ def test_main_py_predict_without_checkpoint(tmp_path):
   assert p.returncode == 1, p.stderr
   assert p.stderr.strip().startswith('error: no checkpoint')
   assert 'Traceback' not in p.stderr
+
+
+def _listing(folder):
+  return sorted((os.path.relpath(os.path.join(d, f), folder),
+                 os.path.getmtime(os.path.join(d, f)))
+                for d, _, files in os.walk(folder) for f in files)
+
+
+def test_classifier_in_python_classifies_and_measures_like_main_py(
+    config, trained, tmp_path):
+  from cifar_flax import classifier  # pylint: disable=g-import-not-at-top
+  before = _listing(trained)
+  model = classifier.load(trained)  # The run's own config.json.
+  restored = evaluate.load_best(config, trained)
+  assert model.epoch == restored.epoch
+  assert model.class_names == restored.class_names
+  images = data.load_dataset(config).test.images[:3]
+  probs = model.probabilities(images)
+  np.testing.assert_allclose(probs, predict.probabilities(
+      restored, images, config.augment, 16), rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
+  # One image (array, file or PIL image) gives one result.
+  path = str(tmp_path / 'test2.png')
+  Image.fromarray(images[2]).save(path)
+  for one in (images[2], path, Image.open(path), images[2].astype(np.int64)):
+    np.testing.assert_allclose(model.probabilities(one), probs[2], rtol=1e-5,
+                               atol=1e-7)
+  assert model.top_k(path) == predict.top_k_table(probs[2], model.class_names)
+  tables = model.top_k([images[0], path], k=3)
+  assert [len(t) for t in tables] == [3, 3]
+  assert tables[0][0][0] == model.class_names[probs[0].argmax()]
+  # The test metrics of --mode=eval, without writing eval.json.
+  with open(os.path.join(trained, 'eval.json')) as f:
+    ran = json.load(f)
+  m = model.test_metrics()
+  for k in ('top1', 'top5', 'loss'):
+    np.testing.assert_allclose(m[k], ran[f'test_{k}'], rtol=1e-5)
+  assert _listing(trained) == before
+  for bad, said in ((images.astype(np.float32) / 255, 'float32 pixels'),
+                    (images[:, :16], 'shape (3, 16, 32, 3)'),
+                    (images[0, ..., 0], 'shape (32, 32)'),
+                    (images.astype(np.int32) - 1, 'from -1 to')):
+    with pytest.raises(ValueError, match=re.escape(said)):
+      model.probabilities(bad)
+  with pytest.raises(predict.ImageReadError, match='no such file'):
+    model.top_k(str(tmp_path / 'missing.png'))

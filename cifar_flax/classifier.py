@@ -1,0 +1,129 @@
+"""A trained run in Python (a notebook, a script): its best checkpoint
+classifies images and measures the test set as main.py's predict and eval
+modes do, and writes nothing.
+
+  from cifar_flax import classifier
+  model = classifier.load('runs/final')     # with the run's own config.json
+  model.top_k('cat.jpg')                    # [(class name, probability)] x 5
+  model.probabilities(images)               # uint8 (N, 32, 32, 3) -> (N, 100)
+  model.test_metrics(data_dir='../shared/data')   # {'loss', 'top1', 'top5'}
+
+Images are uint8 RGB pixels as CIFAR stores them, (32, 32, 3) or a batch
+(N, 32, 32, 3), or photos: file paths or PIL images, any size, made 32x32 as
+--mode=predict makes them (centre square, resized). One image gives one
+result, a list or a batch a list (an array of rows) of them.
+"""
+
+import os
+
+import numpy as np
+from PIL import Image
+
+from cifar_flax import data as data_lib
+from cifar_flax import evaluate
+from cifar_flax import predict
+
+_SHAPE = data_lib.IMAGE_SHAPE
+
+
+def load(workdir, config=None):
+  """The best checkpoint (lowest validation loss) of the run in `workdir`.
+  `config`: the run's own config.json (configs/run.py) unless given; one
+  that computes another model is refused, as in --mode=eval."""
+  if config is None:
+    from configs import run as run_config  # pylint: disable=g-import-not-at-top
+    config = run_config.get_config(workdir)
+  workdir = os.path.expanduser(workdir)
+  return Classifier(config, evaluate.load_best(config, workdir), workdir)
+
+
+def _network_input(image):
+  """One image as the network's (32, 32, 3) uint8 input."""
+  if isinstance(image, (str, os.PathLike)):
+    return predict.load_image(os.fspath(image))[1]
+  if isinstance(image, Image.Image):
+    return predict.network_input(image)
+  return _pixels(np.asarray(image), one=True)
+
+
+def _pixels(array, one):
+  """uint8 pixels of an array of one image or a batch, or a ValueError that
+  names what is wrong with it."""
+  shape = _SHAPE if one else (None,) + _SHAPE
+  what = '(32, 32, 3)' if one else '(N, 32, 32, 3)'
+  if array.ndim != len(shape) or any(
+      s is not None and s != a for s, a in zip(shape, array.shape)):
+    raise ValueError(f'images: an array of shape {array.shape}, where '
+                     f'{what} RGB pixels are expected (or file paths, PIL '
+                     f'images)')
+  if array.dtype == np.uint8:
+    return array
+  if not np.issubdtype(array.dtype, np.integer):
+    raise ValueError(
+        f'images: {array.dtype} pixels, where uint8 (0-255, as CIFAR stores '
+        f'them) are expected; for floats in [0, 1]: '
+        f'(x * 255).round().astype(np.uint8)')
+  if array.size and (array.min() < 0 or array.max() > 255):
+    raise ValueError(f'images: pixel values from {array.min()} to '
+                     f'{array.max()}, outside 0-255')
+  return array.astype(np.uint8)
+
+
+def _batch(images):
+  """(uint8 (N, 32, 32, 3), whether `images` was one image)."""
+  if isinstance(images, (str, os.PathLike, Image.Image)):
+    return _network_input(images)[None], True
+  if isinstance(images, (list, tuple)):
+    if not images:
+      return np.zeros((0,) + _SHAPE, np.uint8), False
+    return np.stack([_network_input(i) for i in images]), False
+  array = np.asarray(images)
+  one = array.ndim == len(_SHAPE)
+  batch = _pixels(array, one)
+  return (batch[None] if one else batch), one
+
+
+class Classifier:
+  """A run's best checkpoint with what it needs to classify (see load())."""
+
+  def __init__(self, config, restored, workdir):
+    self.config = config
+    self.restored = restored
+    self.workdir = workdir
+    self._softmax = predict.softmax_program(config.augment)
+
+  @property
+  def class_names(self):
+    return self.restored.class_names
+
+  @property
+  def epoch(self):
+    """The epoch of the best checkpoint."""
+    return self.restored.epoch
+
+  def probabilities(self, images):
+    """Softmax outputs: (classes,) for one image, (N, classes) for more."""
+    batch, one = _batch(images)
+    probs = predict.probabilities(self.restored, batch, self.config.augment,
+                                  self.config.eval_batch_size, self._softmax)
+    return probs[0] if one else probs
+
+  def top_k(self, images, k=predict.TOP_K):
+    """[(class name, probability)], most probable first: one such list for
+    one image, a list of them for more."""
+    probs = self.probabilities(images)
+    if probs.ndim == 1:
+      return predict.top_k_table(probs, self.class_names, k)
+    return [predict.top_k_table(p, self.class_names, k) for p in probs]
+
+  def test_metrics(self, data_dir=None):
+    """Loss, top-1 and top-5 over the clean test images of the config's data
+    (`data_dir`: another copy of the archive), as --mode=eval measures
+    them; writes no eval.json."""
+    config = self.config
+    if data_dir is not None:
+      config = config.copy_and_resolve_references()
+      config.data_dir = data_dir
+    dataset = data_lib.load_dataset(config)
+    evaluate.check_classes(self.restored, dataset, self.workdir, config)
+    return evaluate.test_metrics(config, self.restored, dataset.test)
