@@ -14,6 +14,8 @@ Images are uint8 RGB pixels as CIFAR stores them, (32, 32, 3) or a batch
 result, a list or a batch a list (an array of rows) of them.
 """
 
+import glob
+import numbers
 import os
 
 import numpy as np
@@ -22,33 +24,57 @@ from PIL import Image
 from cifar_flax import data as data_lib
 from cifar_flax import evaluate
 from cifar_flax import predict
+from cifar_flax import workdir as workdir_lib
 
 _SHAPE = data_lib.IMAGE_SHAPE
+_PHOTO = (str, os.PathLike, Image.Image)  # A photo: its file's path, or PIL's.
+
+
+def _check_workdir(workdir):
+  """A WorkdirError unless `workdir` is the folder of a run (one that holds
+  runs, a sweep's, names some of them)."""
+  if not os.path.isdir(workdir):
+    raise workdir_lib.WorkdirError(
+        f'{workdir!r} is not a folder: load() takes the workdir of a run')
+  if os.path.exists(os.path.join(workdir, workdir_lib.CONFIG_FILE)):
+    return
+  runs = sorted(os.path.relpath(os.path.dirname(p), workdir) for pattern in (
+      '*', '*/*') for p in glob.glob(os.path.join(
+          glob.escape(workdir), pattern, workdir_lib.CONFIG_FILE)))
+  raise workdir_lib.WorkdirError(
+      f'{workdir!r} holds no run (no {workdir_lib.CONFIG_FILE})' + (
+          f'; the runs in it: {", ".join(runs[:6])}'
+          + (', ...' if len(runs) > 6 else '') if runs else ''))
 
 
 def load(workdir, config=None):
   """The best checkpoint (lowest validation loss) of the run in `workdir`.
   `config`: the run's own config.json (configs/run.py) unless given; one
   that computes another model is refused, as in --mode=eval."""
+  workdir = os.path.expanduser(os.fspath(workdir))
+  _check_workdir(workdir)
   if config is None:
     from configs import run as run_config  # pylint: disable=g-import-not-at-top
     config = run_config.get_config(workdir)
-  workdir = os.path.expanduser(workdir)
   return Classifier(config, evaluate.load_best(config, workdir), workdir)
 
 
 def _network_input(image):
   """One image as the network's (32, 32, 3) uint8 input."""
   if isinstance(image, (str, os.PathLike)):
-    return predict.load_image(os.fspath(image))[1]
+    return predict.load_image(os.path.expanduser(os.fspath(image)))[1]
   if isinstance(image, Image.Image):
-    return predict.network_input(image)
-  return _pixels(np.asarray(image), one=True)
+    return predict.network_input(predict.upright_rgb(image))
+  return _pixels(image, one=True)
 
 
-def _pixels(array, one):
-  """uint8 pixels of an array of one image or a batch, or a ValueError that
-  names what is wrong with it."""
+def _pixels(images, one):
+  """uint8 pixels of an array (or nested lists) of one image or a batch, or
+  a ValueError that names what is wrong with it."""
+  array = np.asarray(images)
+  if array.dtype == object or array.ndim == 0:
+    raise ValueError(f'images: a {type(images).__name__}, where an array of '
+                     f'RGB pixels, a file path or a PIL image is expected')
   shape = _SHAPE if one else (None,) + _SHAPE
   what = '(32, 32, 3)' if one else '(N, 32, 32, 3)'
   if array.ndim != len(shape) or any(
@@ -59,10 +85,10 @@ def _pixels(array, one):
   if array.dtype == np.uint8:
     return array
   if not np.issubdtype(array.dtype, np.integer):
-    raise ValueError(
-        f'images: {array.dtype} pixels, where uint8 (0-255, as CIFAR stores '
-        f'them) are expected; for floats in [0, 1]: '
-        f'(x * 255).round().astype(np.uint8)')
+    hint = ('; for floats in [0, 1]: (x * 255).round().astype(np.uint8)'
+            if np.issubdtype(array.dtype, np.floating) else '')
+    raise ValueError(f'images: {array.dtype} pixels, where uint8 (0-255, as '
+                     f'CIFAR stores them) are expected{hint}')
   if array.size and (array.min() < 0 or array.max() > 255):
     raise ValueError(f'images: pixel values from {array.min()} to '
                      f'{array.max()}, outside 0-255')
@@ -71,15 +97,16 @@ def _pixels(array, one):
 
 def _batch(images):
   """(uint8 (N, 32, 32, 3), whether `images` was one image)."""
-  if isinstance(images, (str, os.PathLike, Image.Image)):
+  if isinstance(images, _PHOTO):
     return _network_input(images)[None], True
   if isinstance(images, (list, tuple)):
     if not images:
       return np.zeros((0,) + _SHAPE, np.uint8), False
-    return np.stack([_network_input(i) for i in images]), False
-  array = np.asarray(images)
-  one = array.ndim == len(_SHAPE)
-  batch = _pixels(array, one)
+    # Items that are images each; else nested lists of pixel values.
+    if any(isinstance(i, _PHOTO) or hasattr(i, 'ndim') for i in images):
+      return np.stack([_network_input(i) for i in images]), False
+  one = np.ndim(images) == len(_SHAPE)
+  batch = _pixels(images, one)
   return (batch[None] if one else batch), one
 
 
@@ -111,6 +138,8 @@ class Classifier:
   def top_k(self, images, k=predict.TOP_K):
     """[(class name, probability)], most probable first: one such list for
     one image, a list of them for more."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+      raise ValueError(f'k={k!r}: the number of classes to list, 1 or more')
     probs = self.probabilities(images)
     if probs.ndim == 1:
       return predict.top_k_table(probs, self.class_names, k)

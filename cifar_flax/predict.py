@@ -50,6 +50,12 @@ def _to_rgb(image):
   return image.convert('RGB')
 
 
+def upright_rgb(image):
+  """A PIL image as the RGB photo it shows: turned as its EXIF orientation
+  says, in RGB (transparency over white)."""
+  return _to_rgb(ImageOps.exif_transpose(image))
+
+
 def load_image(path):
   """(the photo as RGB PIL image, its (32, 32, 3) uint8 network input)."""
   if not os.path.exists(path):
@@ -65,7 +71,7 @@ def load_image(path):
       warnings.simplefilter('ignore', Image.DecompressionBombWarning)
       with Image.open(path) as image:
         image.load()
-        photo = _to_rgb(ImageOps.exif_transpose(image))
+        photo = upright_rgb(image)
   except Image.UnidentifiedImageError:
     raise ImageReadError(f'{path}: not an image (PIL cannot identify '
                          f'it)') from None
@@ -93,7 +99,8 @@ def probabilities(restored, images, aug_config, batch_size, softmax=None):
   (the last batch padded, so one compiled program serves every batch);
   `softmax`: softmax_program(aug_config), made anew if not given."""
   softmax = softmax or softmax_program(aug_config)
-  batch_size = max(1, min(batch_size, len(images)))
+  # A power of two up to batch_size: few programs for calls of every size.
+  batch_size = max(1, min(batch_size, 1 << (len(images) - 1).bit_length()))
   out = []
   for start in range(0, len(images), batch_size):
     batch = images[start:start + batch_size]

@@ -302,7 +302,7 @@ def _listing(folder):
 
 
 def test_classifier_in_python_classifies_and_measures_like_main_py(
-    config, trained, tmp_path):
+    config, trained, tmp_path, monkeypatch):
   from cifar_flax import classifier  # pylint: disable=g-import-not-at-top
   before = _listing(trained)
   model = classifier.load(trained)  # The run's own config.json.
@@ -317,7 +317,17 @@ def test_classifier_in_python_classifies_and_measures_like_main_py(
   # One image (array, file or PIL image) gives one result.
   path = str(tmp_path / 'test2.png')
   Image.fromarray(images[2]).save(path)
-  for one in (images[2], path, Image.open(path), images[2].astype(np.int64)):
+  # A PIL image as its file: upright and RGB (this PNG is RGBA, turned by
+  # its EXIF orientation).
+  exif = Image.Exif()
+  exif[0x0112] = 3  # Orientation: turned 180 degrees.
+  Image.fromarray(np.dstack([images[2], np.full((32, 32), 255, np.uint8)])
+                  [::-1, ::-1]).save(str(tmp_path / 'turned.png'), exif=exif)
+  home = str(tmp_path)
+  monkeypatch.setenv('HOME', home)
+  for one in (images[2], path, '~/test2.png', Image.open(path),
+              Image.open(tmp_path / 'turned.png'), images[2].astype(np.int64),
+              images[2].tolist()):
     np.testing.assert_allclose(model.probabilities(one), probs[2], rtol=1e-5,
                                atol=1e-7)
   assert model.top_k(path) == predict.top_k_table(probs[2], model.class_names)
@@ -334,8 +344,18 @@ def test_classifier_in_python_classifies_and_measures_like_main_py(
   for bad, said in ((images.astype(np.float32) / 255, 'float32 pixels'),
                     (images[:, :16], 'shape (3, 16, 32, 3)'),
                     (images[0, ..., 0], 'shape (32, 32)'),
-                    (images.astype(np.int32) - 1, 'from -1 to')):
+                    (images.astype(np.int32) - 1, 'from -1 to'),
+                    (None, 'a NoneType, where')):
     with pytest.raises(ValueError, match=re.escape(said)):
       model.probabilities(bad)
+  with pytest.raises(ValueError, match='k=0: the number of classes'):
+    model.top_k(path, k=0)
   with pytest.raises(predict.ImageReadError, match='no such file'):
     model.top_k(str(tmp_path / 'missing.png'))
+  # A folder that holds runs names them; a file or no folder is refused.
+  from cifar_flax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  parent = os.path.dirname(trained)
+  for where, said in ((parent, "holds no run (no config.json); the runs in "
+                       "it: run"), (path, 'is not a folder')):
+    with pytest.raises(workdir_lib.WorkdirError, match=re.escape(said)):
+      classifier.load(where)
