@@ -146,9 +146,9 @@ class Classifier:
     return [predict.top_k_table(p, self.class_names, k) for p in probs]
 
   def test_metrics(self, data_dir=None):
-    """Loss, top-1 and top-5 over the clean test images of the config's data
-    (`data_dir`: another copy of the archive), as --mode=eval measures
-    them; writes no eval.json."""
+    """Loss, top-1 and top-5 over the test images of the config's data
+    (`data_dir`: another copy of the archive), as --mode=eval measures them
+    (clean images, unless config.augment_test); writes no eval.json."""
     config = self.config
     if data_dir is not None:
       config = config.copy_and_resolve_references()

@@ -38,9 +38,14 @@ EVAL_FIELDS = ('model', 'activation', 'dtype', 'label_type',
                'augment.featurewise_center', 'fastnet.logit_scale')
 
 
-# With EVAL_FIELDS, the fields that change a test result: an evaluation that
-# differs from the run's config.json in one of them is not the run's result.
-TEST_FIELDS = EVAL_FIELDS + ('test_subset',)
+# With EVAL_FIELDS, the fields that change the reports (the test images):
+# those of a config that differs from the run's config.json in one of them
+# are not the run's own (reports use clean test images, whatever
+# augment_test says).
+REPORT_FIELDS = EVAL_FIELDS + ('test_subset',)
+# The fields that change a test result: an evaluation that differs from the
+# run's config.json in one of them is not the run's result.
+TEST_FIELDS = REPORT_FIELDS + ('augment_test',)
 
 
 def differing_fields(config, workdir, fields=TEST_FIELDS):
@@ -137,8 +142,26 @@ def load_best(config, workdir):
                   class_names=tuple(meta['class_names']))
 
 
+def test_key(config):
+  """With config.augment_test, the key of the augmented test pass: one fixed
+  draw, the same for every run and seed (so no field but augment_test
+  changes the test result); else None (clean test images)."""
+  if not config.get('augment_test', False):
+    return None
+  return jax.random.key(0, impl=config.prng_impl)
+
+
+def test_images_note(config):
+  """What eval.json says of the test images."""
+  if config.get('augment_test', False):
+    return ('augmented as in training, as the paper evaluated '
+            '(config.augment_test; one fixed draw)')
+  return 'clean (scaled and centred, no augmentation)'
+
+
 def test_metrics(config, restored, test_split):
-  """Loss, top-1, top-5 over every test image (last batch padded, masked)."""
+  """Loss, top-1, top-5 over every test image (last batch padded, masked);
+  augmented with config.augment_test."""
   mesh = sharding.data_mesh()
   sharding.check_batch_size(config.eval_batch_size, mesh, 'eval_batch_size')
   step = functools.partial(train.eval_step, mean=restored.mean,
@@ -149,8 +172,9 @@ def test_metrics(config, restored, test_split):
   state = sharding.replicate(restored.state, mesh)
   images, labels = sharding.replicate((test_split.images, test_split.labels),
                                       mesh)
-  return {k: float(v)
-          for k, v in eval_pass(state, images, labels).compute().items()}
+  key = test_key(config)
+  m = eval_pass(state, images, labels, *([] if key is None else [key]))
+  return {k: float(v) for k, v in m.compute().items()}
 
 
 def check_classes(restored, dataset, workdir, config):
@@ -185,7 +209,7 @@ def evaluate(config, workdir, dataset=None):
             'device': jax.devices()[0].device_kind,
             'date': datetime.datetime.now(datetime.timezone.utc).strftime(
                 '%Y-%m-%d'),
-            'images': 'clean (scaled and centred, no augmentation)'}
+            'images': test_images_note(config)}
   path = os.path.join(workdir, workdir_lib.EVAL_FILE)
   if differ:
     result['config_differs'] = {f: {'run': ran, 'given': given}

@@ -242,7 +242,7 @@ def write_reports(config, workdir):
   returns the paths."""
   from cifar_flax import evaluate  # pylint: disable=g-import-not-at-top
   restored = evaluate.load_best(config, workdir)
-  differ = evaluate.differing_fields(config, workdir)
+  differ = evaluate.differing_fields(config, workdir, evaluate.REPORT_FIELDS)
   out_dir = reports_dir(workdir, differ)
   workdir_lib.ensure_writable_dir(out_dir, 'reports folder')
   dataset = data_lib.load_dataset(config)

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from cifar_flax import config_checks
+from cifar_flax import evaluate
 from cifar_flax import fast_models
 from cifar_flax import loop
 from cifar_flax import models
@@ -38,6 +39,7 @@ class TimedPrograms:
   """Init, train pass and the two eval passes, compiled once for all seeds."""
 
   def __init__(self, config, dataset, mesh):
+    self.config = config
     self.programs = train.Programs(config, dataset, mesh)
     model = models.create_model(config, dataset.num_classes)
     self.steps_per_epoch = loop.num_batches(len(dataset.train),
@@ -56,6 +58,12 @@ class TimedPrograms:
     jax.block_until_ready((self.programs.train_data, self.programs.val_data,
                            self.test_data))
 
+  def test_args(self):
+    """The test pass's arguments after the state: the data, and with
+    config.augment_test its key."""
+    key = evaluate.test_key(self.config)
+    return (*self.test_data, *([] if key is None else [key]))
+
   def compile(self, seed):
     """Compiles everything ahead of time; returns the seconds (None in the
     'step' form, which compiles on first use)."""
@@ -66,7 +74,8 @@ class TimedPrograms:
     self.init = self.init.lower(key).compile()
     state = self.init(key)
     self.programs.compile(state, train._epoch_key(seed, 1))  # pylint: disable=protected-access
-    self.test_pass = self.test_pass.lower(state, *self.test_data).compile()
+    self.test_pass = self.test_pass.lower(state,
+                                         *self.test_args()).compile()
     return time.perf_counter() - t0
 
 
@@ -79,7 +88,7 @@ def timed_run(config, timed, seed):
     state, train_m = p.train_pass(state, *p.train_data,
                                   train._epoch_key(seed, epoch))  # pylint: disable=protected-access
   val = p.validate(state, seed, config.num_epochs).compute()
-  test = timed.test_pass(state, *timed.test_data).compute()
+  test = timed.test_pass(state, *timed.test_args()).compute()
   val, test = jax.device_get((val, test))
   seconds = time.perf_counter() - t0
   row = {'seed': seed, 'train_seconds': seconds,
@@ -104,7 +113,8 @@ def _summary(config, dataset, timed, compile_s, rows):
          'train_images': len(dataset.train), 'test_images': len(dataset.test),
          'device': jax.devices()[0].device_kind,
          'num_devices': len(jax.devices()), 'loop': timed.programs.form,
-         'evaluation': 'single view (scaled and centred), no TTA',
+         'evaluation': ('single view, no TTA; test images '
+                        + evaluate.test_images_note(config)),
          'runs': rows}
   if config.model in fast_models.MODELS:
     # Training costs about 3x a forward pass (forward + two backward matmuls).

@@ -19,7 +19,8 @@ CHECKPOINT_DIR = 'checkpoints'
 
 # Fields added to the config since the first runs, each with what a run from
 # before it did: a config.json without the field ran so.
-ADDED_FIELDS = {'adam_keras_epsilon': False, 'augment_validation': False,
+ADDED_FIELDS = {'adam_keras_epsilon': False, 'augment_test': False,
+                'augment_validation': False,
                 'checkpoint_copy_ahead': False, 'max_pool': 'reduce_window',
                 'pad_input_channels': 0, 'xla_flags': ''}
 # A permission for one command, not a property of the run: saved as False.

@@ -129,8 +129,14 @@ def get_config():
   # Validate on images augmented as in training (a new draw each epoch), as
   # the paper's Keras generator did for its validation subset, so val_loss,
   # early stopping and the best checkpoint are judged on augmented images.
-  # False (ours): clean validation images. The test set is always clean.
+  # False (ours): clean validation images.
   config.augment_validation = False
+  # Evaluate on test images augmented as in training (one fixed draw, the
+  # same for every run at one eval_batch_size), as the paper's evaluation through its augmenting
+  # generator did. False (ours): clean test images. Evaluating a run trained
+  # without it, the result goes apart (eval_other_config.json); reports and
+  # predictions stay on clean images.
+  config.augment_test = False
   # Batch size of validation and test passes (the last batch is padded and
   # masked, never dropped).
   config.eval_batch_size = 1000

@@ -359,3 +359,33 @@ def test_classifier_in_python_classifies_and_measures_like_main_py(
                        "it: run"), (path, 'is not a folder')):
     with pytest.raises(workdir_lib.WorkdirError, match=re.escape(said)):
       classifier.load(where)
+
+
+def test_augment_test_evaluates_as_the_paper_did_kept_apart(config, trained):
+  with open(os.path.join(trained, 'eval.json')) as f:
+    own = json.load(f)
+  paper = config.copy_and_resolve_references()
+  paper.augment_test = True
+  assert cli.run(paper, trained, 'eval') == 0
+  with open(os.path.join(trained, 'eval_other_config.json')) as f:
+    other = json.load(f)
+  assert other['config_differs'] == {'augment_test': {'run': False,
+                                                      'given': True}}
+  assert other['images'].startswith('augmented as in training')
+  assert other['test_loss'] != own['test_loss']
+  with open(os.path.join(trained, 'eval.json')) as f:
+    assert json.load(f) == own  # The run's own result is kept.
+  # Reports use clean test images: they stay the run's own.
+  assert evaluate.differing_fields(paper, trained,
+                                   evaluate.REPORT_FIELDS) == {}
+  # The same draw each time, whatever the seed; augmentation that changes
+  # nothing gives the clean result.
+  restored = evaluate.load_best(paper, trained)
+  test = data.load_dataset(paper).test
+  paper.seed += 1
+  assert evaluate.test_metrics(paper, restored, test)['loss'] == other[
+      'test_loss']
+  paper.augment.update(shear_range=0.0, zoom_range=0.0, width_shift_range=0.0,
+                       horizontal_flip=False)
+  np.testing.assert_allclose(evaluate.test_metrics(paper, restored, test)[
+      'loss'], own['test_loss'], rtol=1e-5)
