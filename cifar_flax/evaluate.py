@@ -1,7 +1,8 @@
 """Evaluation of a workdir's best checkpoint on the clean test set.
 
 Unlike the paper, which evaluated through its augmenting generator, test
-images here are only scaled and centred: no shear, zoom, shift or flip.
+images here are only scaled and centred: no shear, zoom, shift or flip
+(config.augment_test evaluates as the paper did, one fixed draw).
 """
 
 import dataclasses
@@ -46,6 +47,18 @@ REPORT_FIELDS = EVAL_FIELDS + ('test_subset',)
 # The fields that change a test result: an evaluation that differs from the
 # run's config.json in one of them is not the run's result.
 TEST_FIELDS = REPORT_FIELDS + ('augment_test',)
+# With augment_test, those that change the draw (keys go per batch) or what
+# is drawn (the augment.* ranges count too: test_fields()).
+DRAW_FIELDS = ('eval_batch_size', 'prng_impl')
+
+
+def test_fields(config):
+  """TEST_FIELDS, and with config.augment_test the fields of the draw."""
+  if not config.get('augment_test', False):
+    return TEST_FIELDS
+  return TEST_FIELDS + DRAW_FIELDS + tuple(
+      f for f, _ in workdir_lib.flatten(workdir_lib.config_to_dict(config))
+      if f.startswith('augment.') and f not in TEST_FIELDS)
 
 
 def differing_fields(config, workdir, fields=TEST_FIELDS):
@@ -144,8 +157,8 @@ def load_best(config, workdir):
 
 def test_key(config):
   """With config.augment_test, the key of the augmented test pass: one fixed
-  draw, the same for every run and seed (so no field but augment_test
-  changes the test result); else None (clean test images)."""
+  draw, the same for every run and seed (for one eval_batch_size and
+  prng_impl: test_fields()); else None (clean test images)."""
   if not config.get('augment_test', False):
     return None
   return jax.random.key(0, impl=config.prng_impl)
@@ -190,12 +203,13 @@ def check_classes(restored, dataset, workdir, config):
 def evaluate(config, workdir, dataset=None):
   """Writes WORKDIR/eval.json for the best checkpoint; returns its dict.
 
-  Under a config that changes the test result (a test subset, or what
-  allow_config_change let through: TEST_FIELDS), the result is not the run's:
+  Under a config that changes the test result (a test subset, augment_test
+  or, with it, the draw's fields, or what allow_config_change let through:
+  test_fields()), the result is not the run's:
   it goes to eval_other_config.json, naming those fields, and eval.json
   (the run's own, which the sweep's table reads) is kept."""
   restored = load_best(config, workdir)
-  differ = differing_fields(config, workdir)
+  differ = differing_fields(config, workdir, test_fields(config))
   workdir_lib.ensure_writable_dir(workdir)  # Before the test pass.
   if dataset is None:
     dataset = data_lib.load_dataset(config)

@@ -244,6 +244,9 @@ def write_reports(config, workdir):
   restored = evaluate.load_best(config, workdir)
   differ = evaluate.differing_fields(config, workdir, evaluate.REPORT_FIELDS)
   out_dir = reports_dir(workdir, differ)
+  if config.get('augment_test', False):
+    print('note: reports use clean test images; config.augment_test is for '
+          '--mode=eval')
   workdir_lib.ensure_writable_dir(out_dir, 'reports folder')
   dataset = data_lib.load_dataset(config)
   evaluate.check_classes(restored, dataset, workdir, config)

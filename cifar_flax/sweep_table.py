@@ -44,6 +44,8 @@ def seed_result(workdir, config):
   history = workdir_lib.read_history(workdir)
   mtime = os.path.getmtime(os.path.join(workdir, workdir_lib.EVAL_FILE))
   return {'diverged': False, 'test_top1': ev['test_top1'],
+          # config.augment_test: evaluated as the paper did.
+          'augmented_test': not ev.get('images', 'clean').startswith('clean'),
           'test_top5': ev['test_top5'], 'best_epoch': ev['checkpoint_epoch'],
           'stop_epoch': history[-1]['epoch'] if history else 0,
           'train_minutes': sum(h['epoch_seconds'] for h in history) / 60,
@@ -113,6 +115,8 @@ def collect(sweep_config, workdir):
            'paper_note': spec.paper_note, 'seeds': sorted(done),
            'diverged': sorted(s for s, r in seeds.items()
                               if r and r['diverged']),
+           'augmented_test': sorted(s for s, r in done.items()
+                                    if r['augmented_test']),
            'devices': sorted({r['device'] for r in done.values()}),
            'dates': sorted({r['date'] for r in done.values()}),
            'not_run': sorted(s for s, r in seeds.items() if r is None),
@@ -165,7 +169,10 @@ def markdown(rows, sweep_config):
       '', 'Command: `python main.py --config=configs/paper_table.py '
       '--mode=sweep --workdir=W --config.data_dir=DATA` (seeds '
       f'{tuple(sweep_config.seeds)}). Ours: mean ± std (ddof 1) over the '
-      'finished seeds; test images clean (no augmentation), best '
+      'finished seeds; test images clean (no augmentation)' + (
+          ', except where a row says \'augmented test images\' '
+          '(config.augment_test, as the paper evaluated)'
+          if any(r['augmented_test'] for r in rows) else '') + ', best '
       'checkpoint by validation loss. Train time: sum of the seed\'s epoch '
       'times' + (
           '; seeds trained together share each epoch\'s time'
@@ -184,6 +191,8 @@ def markdown(rows, sweep_config):
       seeds += f' ({len(r["diverged"])} diverged)'
     if r['not_run'] and r['status'] != UNMEASURED:
       seeds += f' ({len(r["not_run"])} not yet run)'
+    if r['augmented_test']:
+      seeds += f' ({len(r["augmented_test"])} on augmented test images)'
     if not r['seeds']:
       lines.append(head + f'{seeds} | {r["status"]} | | | | |')
       continue
@@ -203,7 +212,7 @@ def markdown(rows, sweep_config):
 
 def write_csv(rows, path):
   fields = (['row', 'label', 'config', 'paper_test_top1', 'paper_note',
-             'n_seeds', 'seeds', 'diverged'] +
+             'n_seeds', 'seeds', 'diverged', 'augmented_test'] +
             [f'{k}_{s}' for k, _ in STATS for s in ('mean', 'std')] +
             ['devices', 'dates', 'status', 'config_drift'])
   with workdir_lib.atomic_path(path) as tmp, open(tmp, 'w', newline='') as f:
@@ -215,6 +224,7 @@ def write_csv(rows, path):
       out.update(n_seeds=len(r['seeds']),
                  seeds=' '.join(map(str, r['seeds'])),
                  diverged=' '.join(map(str, r['diverged'])),
+                 augmented_test=' '.join(map(str, r['augmented_test'])),
                  devices='; '.join(r['devices']), dates=' '.join(r['dates']),
                  status=r['status'],
                  config_drift=_drift_text(r['config_drift']))

@@ -131,11 +131,12 @@ def get_config():
   # early stopping and the best checkpoint are judged on augmented images.
   # False (ours): clean validation images.
   config.augment_validation = False
-  # Evaluate on test images augmented as in training (one fixed draw, the
-  # same for every run at one eval_batch_size), as the paper's evaluation through its augmenting
-  # generator did. False (ours): clean test images. Evaluating a run trained
-  # without it, the result goes apart (eval_other_config.json); reports and
-  # predictions stay on clean images.
+  # Evaluate on test images augmented as in training, as the paper's
+  # evaluation through its augmenting generator did: one fixed draw, the same
+  # for every run with the same eval_batch_size, prng_impl and augment ranges
+  # (under it, those count as test fields too). False (ours): clean test
+  # images. Evaluating a run trained without it, the result goes apart
+  # (eval_other_config.json); reports and predictions stay on clean images.
   config.augment_test = False
   # Batch size of validation and test passes (the last batch is padded and
   # masked, never dropped).

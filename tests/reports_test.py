@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import warnings
@@ -361,7 +362,8 @@ def test_classifier_in_python_classifies_and_measures_like_main_py(
       classifier.load(where)
 
 
-def test_augment_test_evaluates_as_the_paper_did_kept_apart(config, trained):
+def test_augment_test_evaluates_as_the_paper_did_kept_apart(config, trained,
+                                                           tmp_path):
   with open(os.path.join(trained, 'eval.json')) as f:
     own = json.load(f)
   paper = config.copy_and_resolve_references()
@@ -385,6 +387,22 @@ def test_augment_test_evaluates_as_the_paper_did_kept_apart(config, trained):
   paper.seed += 1
   assert evaluate.test_metrics(paper, restored, test)['loss'] == other[
       'test_loss']
+  # A run that evaluated so keeps its eval.json under another draw: another
+  # eval_batch_size (keys go per batch) goes apart.
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(trained, workdir)
+  path = os.path.join(workdir, 'config.json')
+  with open(path) as f:
+    ran = json.load(f)
+  with open(path, 'w') as f:
+    json.dump(dict(ran, augment_test=True), f)
+  assert evaluate.evaluate(paper, workdir)['test_loss'] == other['test_loss']
+  paper.eval_batch_size += 1
+  assert evaluate.evaluate(paper, workdir)['config_differs'] == {
+      'eval_batch_size': {'run': ran['eval_batch_size'],
+                          'given': ran['eval_batch_size'] + 1}}
+  with open(os.path.join(workdir, 'eval.json')) as f:
+    assert json.load(f)['test_loss'] == other['test_loss']
   paper.augment.update(shear_range=0.0, zoom_range=0.0, width_shift_range=0.0,
                        horizontal_flip=False)
   np.testing.assert_allclose(evaluate.test_metrics(paper, restored, test)[

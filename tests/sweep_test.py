@@ -183,10 +183,16 @@ def test_table_names_partial_and_diverged_rows(tmp_path):
   ran['learning_rate'] = 0.1
   workdir_lib.write_json(str(tmp_path / 'adam_lr1e2' / 'seed_1' /
                              'config.json'), ran)
+  # A seed evaluated on augmented test images (config.augment_test).
+  path = str(tmp_path / 'cnn5' / 'seed_2' / 'eval.json')
+  workdir_lib.write_json(path, dict(workdir_lib.read_json(path), images=(
+      'augmented as in training, as the paper evaluated')))
   sweep_table.write(config, str(tmp_path))
   with open(tmp_path / 'results' / 'paper_table.csv') as f:
     table = {r['row']: r for r in csv.DictReader(f)}
   assert table['cnn5']['status'] == 'measured'
+  assert table['cnn5']['augmented_test'] == '2'
+  assert table['adam_lr1e4']['augmented_test'] == ''
   assert table['adam_lr1e4']['status'] == 'partial (1 of 3 seeds run)'
   assert table['adam_lr1e4']['n_seeds'] == '1'
   assert table['adam_lr1e2']['status'] == 'diverged'
@@ -194,6 +200,9 @@ def test_table_names_partial_and_diverged_rows(tmp_path):
   assert table['adam_lr1e3']['status'] == 'not yet measured'
   md = open(tmp_path / 'results' / 'paper_table.md').read()
   assert '| 1 (2 not yet run) | 64.09 |' in md
+  assert '| 3 (1 on augmented test images) |' in md
+  assert ("test images clean (no augmentation), except where a row says "
+          "'augmented test images'") in md
   assert '| 0 (3 diverged) | diverged |' in md
   assert md.count('| not yet measured |') == len(paper_table.ROWS) - 3
   # Lease c's seeds ran before these fields existed: the table says so.
