@@ -23,6 +23,9 @@ ADDED_FIELDS = {'adam_keras_epsilon': False, 'augment_test': False,
                 'augment_validation': False,
                 'checkpoint_copy_ahead': False, 'max_pool': 'reduce_window',
                 'pad_input_channels': 0, 'xla_flags': ''}
+# Fields that change only the test evaluation: for a run that differs in
+# them alone, --mode=eval is what one wants (its result goes apart).
+TEST_ONLY_FIELDS = ('augment_test', 'test_subset')
 # A permission for one command, not a property of the run: saved as False.
 ONE_COMMAND = 'allow_config_change'
 
@@ -155,9 +158,13 @@ def prepare(workdir, config, ignore_keys=(), allow_change=False):
     return []
   differ = differing(old, new, ignore_keys)
   if differ and not allow_change:
+    only_test = all(f in TEST_ONLY_FIELDS for f in differ)
     raise WorkdirError(
         f'workdir {workdir!r} holds a run with a different config (fields '
-        f'{", ".join(differ)}); use another --workdir, or set '
+        f'{", ".join(differ)}); ' + (
+            'to evaluate it so, --mode=eval (the result goes to '
+            f'{OTHER_EVAL_FILE}, beside its own {EVAL_FILE}); or '
+            if only_test else '') + 'use another --workdir, or set '
         f'--config.allow_config_change=True to continue it anyway')
   if not differ:
     write_json(path, new)

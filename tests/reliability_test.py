@@ -824,6 +824,20 @@ def test_a_field_added_since_the_run_counts_with_its_value_then(
       'activation': ('relu', 'elu')}
 
 
+def test_a_change_to_the_test_alone_points_to_eval_mode(tiny_config, tmp_path):
+  workdir = str(tmp_path)
+  workdir_lib.prepare(workdir, tiny_config)
+  tiny_config.augment_test = True
+  with pytest.raises(workdir_lib.WorkdirError, match=(
+      r'\(fields augment_test\); to evaluate it so, --mode=eval \(the result '
+      r'goes to eval_other_config.json, beside its own eval.json\); or use')):
+    workdir_lib.prepare(workdir, tiny_config)
+  tiny_config.learning_rate *= 2  # A training field too: no such hint.
+  with pytest.raises(workdir_lib.WorkdirError) as e:
+    workdir_lib.prepare(workdir, tiny_config)
+  assert '--mode=eval' not in str(e.value)
+
+
 def test_workdir_of_another_config_is_refused(tiny_config, tmp_path, capsys):
   workdir = str(tmp_path)
   workdir_lib.prepare(workdir, tiny_config)
