@@ -27,6 +27,7 @@ from cifar_flax import predict
 from cifar_flax import workdir as workdir_lib
 
 _SHAPE = data_lib.IMAGE_SHAPE
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _PHOTO = (str, os.PathLike, Image.Image)  # A photo: its file's path, or PIL's.
 
 
@@ -54,7 +55,13 @@ def load(workdir, config=None):
   workdir = os.path.expanduser(os.fspath(workdir))
   _check_workdir(workdir)
   if config is None:
-    from configs import run as run_config  # pylint: disable=g-import-not-at-top
+    try:
+      from configs import run as run_config  # pylint: disable=g-import-not-at-top
+    except ImportError as e:  # Another 'configs' first on sys.path.
+      raise ImportError(
+          f'load() reads the run\'s config with this repository\'s '
+          f'configs/run.py, but "import configs" finds another ({e}); put '
+          f'{_ROOT} first on sys.path, or pass config=') from e
     config = run_config.get_config(workdir)
   return Classifier(config, evaluate.load_best(config, workdir), workdir)
 

@@ -407,3 +407,15 @@ def test_augment_test_evaluates_as_the_paper_did_kept_apart(config, trained,
                        horizontal_flip=False)
   np.testing.assert_allclose(evaluate.test_metrics(paper, restored, test)[
       'loss'], own['test_loss'], rtol=1e-5)
+
+
+def test_classifier_says_when_another_configs_package_is_found(trained,
+                                                               monkeypatch):
+  import types  # pylint: disable=g-import-not-at-top
+  from cifar_flax import classifier  # pylint: disable=g-import-not-at-top
+  monkeypatch.setitem(sys.modules, 'configs', types.ModuleType('configs'))
+  monkeypatch.delitem(sys.modules, 'configs.run', raising=False)
+  with pytest.raises(ImportError, match=re.escape(
+      '"import configs" finds another (')) as e:
+    classifier.load(trained)
+  assert f'put {conftest.ROOT} first on sys.path' in str(e.value)
