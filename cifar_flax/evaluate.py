@@ -46,7 +46,7 @@ EVAL_FIELDS = ('model', 'activation', 'dtype', 'label_type',
 REPORT_FIELDS = EVAL_FIELDS + ('test_subset',)
 # The fields that change a test result: an evaluation that differs from the
 # run's config.json in one of them is not the run's result.
-TEST_FIELDS = REPORT_FIELDS + ('augment_test',)
+TEST_FIELDS = EVAL_FIELDS + workdir_lib.TEST_ONLY_FIELDS
 # With augment_test, those that change the draw (keys go per batch) or what
 # is drawn (the augment.* ranges count too: test_fields()).
 DRAW_FIELDS = ('eval_batch_size', 'prng_impl')

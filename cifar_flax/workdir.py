@@ -23,8 +23,9 @@ ADDED_FIELDS = {'adam_keras_epsilon': False, 'augment_test': False,
                 'augment_validation': False,
                 'checkpoint_copy_ahead': False, 'max_pool': 'reduce_window',
                 'pad_input_channels': 0, 'xla_flags': ''}
-# Fields that change only the test evaluation: for a run that differs in
-# them alone, --mode=eval is what one wants (its result goes apart).
+# Fields that change only the test evaluation (evaluate.TEST_FIELDS has
+# them): for a run that differs in them alone, --mode=eval is what one wants
+# (its result goes apart).
 TEST_ONLY_FIELDS = ('augment_test', 'test_subset')
 # A permission for one command, not a property of the run: saved as False.
 ONE_COMMAND = 'allow_config_change'
