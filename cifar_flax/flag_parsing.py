@@ -18,8 +18,6 @@ import ml_collections
 FLAGS = flags.FLAGS
 RUN_CONFIG = os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), 'configs', 'run.py')
-# The config file's own errors, as ml_collections re-raises them.
-_WRAPPED = 'Error whilst parsing config file'
 
 
 def _config_items(argv):
