@@ -164,12 +164,16 @@ def test_key(config):
   return jax.random.key(0, impl=config.prng_impl)
 
 
+# What eval.json says of clean test images (any other: augment_test).
+CLEAN_IMAGES = 'clean (scaled and centred, no augmentation)'
+
+
 def test_images_note(config):
   """What eval.json says of the test images."""
   if config.get('augment_test', False):
     return ('augmented as in training, as the paper evaluated '
             '(config.augment_test; one fixed draw)')
-  return 'clean (scaled and centred, no augmentation)'
+  return CLEAN_IMAGES
 
 
 def test_metrics(config, restored, test_split):

@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 
 from cifar_flax import config_checks
+from cifar_flax import evaluate
 from cifar_flax import multi_seed
 from cifar_flax import workdir as workdir_lib
 
@@ -44,8 +45,10 @@ def seed_result(workdir, config):
   history = workdir_lib.read_history(workdir)
   mtime = os.path.getmtime(os.path.join(workdir, workdir_lib.EVAL_FILE))
   return {'diverged': False, 'test_top1': ev['test_top1'],
-          # config.augment_test: evaluated as the paper did.
-          'augmented_test': not ev.get('images', 'clean').startswith('clean'),
+          # config.augment_test: evaluated as the paper did (older eval.json
+          # files, all clean, do not say).
+          'augmented_test': ev.get('images', evaluate.CLEAN_IMAGES) != (
+              evaluate.CLEAN_IMAGES),
           'test_top5': ev['test_top5'], 'best_epoch': ev['checkpoint_epoch'],
           'stop_epoch': history[-1]['epoch'] if history else 0,
           'train_minutes': sum(h['epoch_seconds'] for h in history) / 60,
