@@ -11,7 +11,8 @@ from cifar_flax import schedules
 RESUMABLE_KEYS = ('data_dir', 'tfds_data_dir', 'compilation_cache_dir',
                   'loop', 'eval_batch_size', 'allow_config_change',
                   'max_pool', 'scan_unroll', 'xla_flags',
-                  'pad_input_channels', 'checkpoint_copy_ahead')
+                  'pad_input_channels', 'checkpoint_copy_ahead',
+                  'relu_grad_from_output')
 DTYPES = ('float32', 'bfloat16')
 
 

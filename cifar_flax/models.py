@@ -3,6 +3,7 @@
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
+import jax
 from jax import lax
 import jax.numpy as jnp
 
@@ -14,6 +15,31 @@ _KERNEL_INIT = nn.initializers.glorot_uniform()
 _BIAS_INIT = nn.initializers.zeros
 
 ACTIVATIONS = {'relu': nn.relu, 'elu': nn.elu, 'gelu': nn.gelu}
+
+
+@jax.custom_jvp
+def relu_grad_from_output(x):
+  """jax.nn.relu, whose gradient mask is taken from the output instead of the
+  input (config.relu_grad_from_output). y = max(x, 0) > 0 exactly when x > 0
+  (NaN included: neither holds), so values and gradients are bitwise those
+  of jax.nn.relu. What changes is the graph: the pre-activation (a conv's
+  output plus bias) is then read by the relu alone, and XLA's GPU compiler
+  folds a relu into cuDNN's conv-bias-activation call only in that case;
+  with jax.nn.relu the backward pass's `x > 0` reads it too, and the relu
+  runs as a kernel of its own."""
+  return jnp.maximum(x, 0)
+
+
+relu_grad_from_output.defjvps(
+    lambda g, y, x: lax.select(y > 0, g, lax.full_like(g, 0)))
+
+
+def activation_fn(config):
+  """The config's activation function."""
+  if config.activation == 'relu' and config.get('relu_grad_from_output',
+                                                 False):
+    return relu_grad_from_output
+  return ACTIVATIONS[config.activation]
 
 
 def _reduce_window_pool(x):
@@ -109,12 +135,12 @@ def create_model(config, num_classes):
   max_pool = MAX_POOLS[config.max_pool]
   if config.model in fast_models.MODELS:
     return fast_models.MODELS[config.model](
-        num_classes, ACTIVATIONS[config.activation], jnp.dtype(config.dtype),
+        num_classes, activation_fn(config), jnp.dtype(config.dtype),
         config.fastnet, max_pool)
   return MODELS[config.model](
       num_classes=num_classes,
       conv_dropout=tuple(config.conv_dropout),
       dense_dropout=config.dense_dropout,
-      activation=ACTIVATIONS[config.activation],
+      activation=activation_fn(config),
       dtype=jnp.dtype(config.dtype), max_pool=max_pool,
       pad_input_channels=config.pad_input_channels)

@@ -50,6 +50,12 @@ def get_config():
   # H200 (README, Performance): fp32 no faster (0.940 against 0.935 s/epoch);
   # bf16 with max_pool='fused_select' 0.534 against 0.552 (not split).
   config.pad_input_channels = 0
+  # With activation 'relu': take the gradient's mask from the relu's output
+  # (y > 0) instead of its input (x > 0, as jax.nn.relu does). The same
+  # values and gradients, bitwise (tests/models_test.py); on a GPU, XLA can
+  # then fold each conv's relu into cuDNN's conv call (cifar_flax/models.py).
+  # A candidate speed-up, not yet measured on a GPU.
+  config.relu_grad_from_output = False
   # Compute dtype: 'float32' or 'bfloat16' (parameters, optimizer state and
   # loss stay float32).
   config.dtype = 'float32'

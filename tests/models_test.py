@@ -137,3 +137,66 @@ def test_padded_input_channels_change_nothing(dtype):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(
       np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=tol,
       atol=tol * float(jnp.abs(b).max())), g8, g0)
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_relu_grad_from_output_is_jax_relu_bitwise(dtype):
+  """The same values and gradients as jax.nn.relu, 0, -0, NaN, infinities
+  and the smallest numbers included."""
+  tiny = float(jnp.finfo(dtype).tiny)
+  x = jnp.array([0.0, -0.0, np.nan, np.inf, -np.inf, tiny, -tiny, 1.5, -2.0],
+                dtype)
+  x = jnp.concatenate([x, jax.random.normal(jax.random.key(0), (64,), dtype)])
+  g = jax.random.normal(jax.random.key(1), x.shape, dtype)
+  bits = lambda a: np.asarray(a).view(f'u{a.dtype.itemsize}')
+  for f in (lambda a: a, jax.jit):
+    ours = jax.vjp(f(models.relu_grad_from_output), x)
+    theirs = jax.vjp(f(jax.nn.relu), x)
+    np.testing.assert_array_equal(bits(ours[0]), bits(theirs[0]))
+    np.testing.assert_array_equal(bits(ours[1](g)[0]), bits(theirs[1](g)[0]))
+
+
+def _mask_reads(relu):
+  """What the gradient's mask (the `gt`) of relu(conv(x) + b) reads: the
+  relu's 'input' or its 'output'."""
+  conv = lambda a, k: jax.lax.conv_general_dilated(
+      a, k, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  x, w = jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
+  jaxpr = jax.make_jaxpr(jax.grad(lambda w: relu(conv(x, w) + 1.0).sum()))(
+      w).jaxpr
+  act = next(e for e in jaxpr.eqns if e.primitive.name == 'custom_jvp_call')
+  (gt,) = [e for e in jaxpr.eqns if e.primitive.name == 'gt']
+  reads = {act.invars[0]: 'input', act.outvars[0]: 'output'}
+  return reads.get(gt.invars[0])
+
+
+def test_relu_grad_from_output_leaves_the_pre_activation_one_reader():
+  """Why it exists: the backward pass's mask reads the relu's output, so
+  the pre-activation has one reader, which XLA's GPU compiler needs to fold
+  the relu into cuDNN's conv call. jax.nn.relu's mask reads the input."""
+  assert _mask_reads(jax.nn.relu) == 'input'
+  assert _mask_reads(models.relu_grad_from_output) == 'output'
+
+
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
+def test_relu_grad_from_output_changes_nothing(dtype):
+  """config.relu_grad_from_output: bitwise the same logits and gradients
+  (cnn5, with dropout); ELU ignores it."""
+  config = default.get_config()
+  config.model, config.dtype = 'cnn5', dtype
+  x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
+  out = {}
+  for flag in (False, True):
+    config.relu_grad_from_output = flag
+    model = models.create_model(config, 10)
+    assert model.activation is (models.relu_grad_from_output if flag
+                                else jax.nn.relu)
+    params = model.init(jax.random.key(0), x)['params']
+    loss = jax.jit(lambda p, model=model: model.apply(
+        {'params': p}, x, train=True,
+        rngs={'dropout': jax.random.key(2)}).sum())
+    out[flag] = jax.value_and_grad(loss)(params)
+  np.testing.assert_array_equal(out[True][0], out[False][0])
+  jax.tree.map(np.testing.assert_array_equal, out[True][1], out[False][1])
+  config.activation = 'elu'
+  assert models.create_model(config, 10).activation is jax.nn.elu
