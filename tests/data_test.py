@@ -35,6 +35,40 @@ def test_archive_layout_and_split(tiny_config):
   assert ds.coarse_class_names == tuple(f'coarse{i}' for i in range(20))
 
 
+def test_a_second_read_of_unchanged_files_reuses_the_arrays(tmp_path,
+                                                           monkeypatch):
+  """One read per process of unchanged files (a sweep's seeds, a notebook's
+  evaluations); a changed or touched file, the other label type or another
+  folder is read anew. The arrays are read-only, so that no reader can
+  change what another one gets."""
+  monkeypatch.setattr(data, '_last_read', {})
+  reads = []
+  read_members = data._read_members
+  monkeypatch.setattr(data, '_read_members',
+                      lambda d: reads.append(d) or read_members(d))
+  for extracted in (False, True):
+    where = str(tmp_path / str(extracted))
+    conftest.write_archive(where, extracted=extracted)
+    del reads[:]
+    first = data.load_archive(where)
+    again = data.load_archive(where)
+    assert len(reads) == 1 and again[0].images is first[0].images
+    for array in (first[0].images, first[1].labels, first[3]):
+      with pytest.raises(ValueError, match='read-only'):
+        array[0] = 0
+    assert data.load_archive(where, 'coarse')[2][0] == 'coarse0'
+    assert len(reads) == 2
+    data.load_archive(where)
+    assert len(reads) == 3  # One entry: the coarse read replaced it.
+    conftest.write_archive(where, n_train=240, extracted=extracted)
+    assert len(data.load_archive(where)[0]) == 240 and len(reads) == 4
+    path = (os.path.join(where, 'cifar-100-python', 'meta') if extracted
+            else os.path.join(where, 'cifar-100-python.tar.gz'))
+    os.utime(path, ns=(1, 1))  # Same bytes, other mtime.
+    data.load_archive(where)
+    assert len(reads) == 5
+
+
 def test_channel_mean_is_the_float64_mean():
   images = np.random.default_rng(0).integers(0, 256, (300, 32, 32, 3),
                                              dtype=np.uint8)

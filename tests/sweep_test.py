@@ -278,7 +278,9 @@ def test_sweep_mode_refuses_a_run_config(tmp_path, tiny_config, capsys):
 def test_seeds_one_at_a_time_take_the_single_run_path(
     tmp_path, fake_data_dir, xla_cache_dir, monkeypatch, capsys):
   """seeds_per_group=1 trains each seed with train.train_and_evaluate; a seed
-  that diverges is recorded (diverged.json) and the sweep goes on."""
+  that diverges is recorded (diverged.json) and the sweep goes on. The
+  archive is read once for both seeds."""
+  from cifar_flax import data  # pylint: disable=g-import-not-at-top
   from cifar_flax import multi_seed  # pylint: disable=g-import-not-at-top
   from cifar_flax import train  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -294,7 +296,13 @@ def test_seeds_one_at_a_time_take_the_single_run_path(
   finite = train.params_finite
   monkeypatch.setattr(train, 'params_finite', lambda p: calls.append(1) or (
       jnp.asarray(False) if len(calls) == 1 else finite(p)))
+  monkeypatch.setattr(data, '_last_read', {})
+  reads = []
+  read_members = data._read_members
+  monkeypatch.setattr(data, '_read_members',
+                      lambda d: reads.append(d) or read_members(d))
   sweep.run(config, workdir)
+  assert len(reads) == 1
   first, second = (os.path.join(workdir, 'adam_lr1e4', f'seed_{s}')
                    for s in config.seeds)
   assert _read(os.path.join(first, multi_seed.DIVERGED_FILE))['epoch'] == 1
