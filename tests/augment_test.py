@@ -90,7 +90,8 @@ def test_random_parameters_stay_in_range():
            horizontal_flip=True))
   assert np.abs(p['ty']).max() <= 3.2 and np.abs(p['ty']).max() > 3.0
   assert np.all(p['tx'] == 0)
-  assert np.abs(p['shear']).max() <= np.deg2rad(0.2) + 1e-9
+  assert (0.9 * np.deg2rad(0.2) < np.abs(p['shear']).max()
+          <= np.deg2rad(0.2) + 1e-9)
   for z in (p['zx'], p['zy']):
     assert 0.8 <= z.min() < 0.82 and 1.18 < z.max() <= 1.2
   assert not np.allclose(p['zx'], p['zy'])  # Independent x and y zoom.

@@ -85,7 +85,17 @@ def test_coarse_labels_and_subsets(tiny_config):
   ds = data.load_dataset(tiny_config)
   assert ds.num_classes == 20 and ds.class_names[0] == 'coarse0'
   assert len(ds.train) == 80 and len(ds.validation) == 20 and len(ds.test) == 30
-  assert ds.train.labels.max() < 20
+  # The coarse labels of the first 100 training images (20 validate) and of
+  # the first 30 test images, and those images.
+  train, test = conftest.fake_split(250, 0), conftest.fake_split(120, 1)
+  coarse = np.asarray(train['coarse_labels'])
+  np.testing.assert_array_equal(ds.validation.labels, coarse[:20])
+  np.testing.assert_array_equal(ds.train.labels, coarse[20:100])
+  np.testing.assert_array_equal(ds.test.labels, test['coarse_labels'][:30])
+  as_images = lambda d: d.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+  np.testing.assert_array_equal(ds.train.images,
+                                as_images(train['data'][20:100]))
+  np.testing.assert_array_equal(ds.test.images, as_images(test['data'][:30]))
 
 
 def test_extracted_folder(tmp_path):
