@@ -69,10 +69,23 @@ def test_activation_and_bf16(activation):
   config.dtype = 'bfloat16'
   model = models.create_model(config, 100)
   assert model.activation is models.ACTIVATIONS[activation]
-  x = jnp.ones((2, 32, 32, 3))
+  x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
   v = model.init(jax.random.key(0), x)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(v))
   assert model.apply(v, x).dtype == jnp.float32
+  # The convs compute in bf16 (the logits are cast back to float32).
+  assert 'bf16[2,32,32,32]' in str(jax.make_jaxpr(model.apply)(v, x))
+  # And the network applies the configured activation: the other one, with
+  # the same parameters, gives other logits; also after the convs alone.
+  config.activation = {'relu': 'elu', 'elu': 'relu'}[activation]
+  assert not np.allclose(model.apply(v, x),
+                         models.create_model(config, 100).apply(v, x))
+  convs_only = lambda act: models.PaperCNN(
+      stack_filters=(8,), convs_per_stack=2, hidden_units=(), num_classes=10,
+      conv_dropout=(0.0,), dense_dropout=0.0, activation=act)
+  v = convs_only(jax.nn.relu).init(jax.random.key(0), x)
+  assert not np.allclose(convs_only(jax.nn.relu).apply(v, x),
+                         convs_only(jax.nn.elu).apply(v, x))
 
 
 def test_unknown_model_is_named():
@@ -93,7 +106,11 @@ def test_max_pool_implementations_train_alike(name):
   for impl in models.MAX_POOLS:
     config.max_pool = impl
     model = models.create_model(config, 10)
+    assert model.max_pool is models.MAX_POOLS[impl]
     v = model.init(jax.random.key(0), x)
+    # Only flax's nn.max_pool is a reduce_window (the config picks it).
+    forward = str(jax.make_jaxpr(lambda v, model=model: model.apply(v, x))(v))
+    assert ('reduce_window_max' in forward) == (impl == 'reduce_window')
 
     def loss(params, model=model, v=v):
       logits, _ = model.apply({**v, 'params': params}, x, train=True,
@@ -101,9 +118,10 @@ def test_max_pool_implementations_train_alike(name):
                               mutable=['batch_stats'])
       return logits.sum()
     out[impl] = jax.value_and_grad(loss)(v['params'])
-  np.testing.assert_array_equal(out['fused'][0], out['reduce_window'][0])
-  jax.tree.map(np.testing.assert_array_equal, out['fused'][1],
-               out['reduce_window'][1])
+  for impl in ('fused', 'fused_select'):
+    np.testing.assert_array_equal(out[impl][0], out['reduce_window'][0])
+    jax.tree.map(np.testing.assert_array_equal, out[impl][1],
+                 out['reduce_window'][1])
 
 
 @pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
