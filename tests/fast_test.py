@@ -84,15 +84,17 @@ def test_fastnet_batch_norm_updates_in_training_only():
                   jax.tree.leaves(new.batch_stats)):
     assert not np.allclose(a, b)  # Every running mean and variance moved.
   assert all(np.isfinite(p).all() for p in jax.tree.leaves(new.params))
-  # Evaluation reads the running statistics and leaves them alone.
-  before = jax.tree.leaves(new.batch_stats)
-  e1 = train.eval_step(new, batch, mean=jnp.full(3, 0.5),
-                       aug_config=config.augment).compute()
-  e2 = train.eval_step(new, batch, mean=jnp.full(3, 0.5),
-                       aug_config=config.augment).compute()
-  assert e1['loss'] == e2['loss']
-  jax.tree.map(np.testing.assert_array_equal, before,
-               jax.tree.leaves(new.batch_stats))
+  # Evaluation normalises with the running statistics: an image's loss does
+  # not depend on the rest of its batch, and other statistics change it.
+  loss = lambda s, b: float(train.eval_step(
+      s, b, mean=jnp.full(3, 0.5), aug_config=config.augment).compute()[
+          'loss'])
+  alone = [loss(new, jax.tree.map(lambda a, i=i: a[i:i + 1], batch))
+           for i in range(len(batch['label']))]
+  assert loss(new, batch) == pytest.approx(np.mean(alone), rel=1e-5)
+  moved = new.replace(batch_stats=jax.tree.map(lambda a: a + 1.0,
+                                               new.batch_stats))
+  assert loss(moved, batch) != pytest.approx(loss(new, batch), rel=1e-3)
   for _ in range(15):  # Learns one batch.
     new, m = step(new, batch, jax.random.key(1))
   assert m.compute()['loss'] < 0.8 * np.log(100)
@@ -182,7 +184,17 @@ def test_fast_config_trains_evaluates_and_times(tmp_path, fast_config):
   for key in ('test_top1', 'test_top5', 'test_loss', 'checkpoint_epoch'):
     assert again[key] == pytest.approx(result[key], rel=1e-6), key
   restored = evaluate.load_best(fast_config, workdir)
-  assert restored.state.batch_stats
+  # What was restored is the trained statistics and SGD momentum, not those
+  # of a new state.
+  fresh = train.create_train_state(
+      fast_config, models.create_model(fast_config, 100), jax.random.key(0),
+      steps_per_epoch=2)
+  for name in ('batch_stats', 'opt_state'):
+    pairs = [(a, b) for a, b in zip(jax.tree.leaves(getattr(fresh, name)),
+                                    jax.tree.leaves(getattr(restored.state,
+                                                            name)))
+             if np.ndim(a)]
+    assert pairs and all(not np.allclose(a, b) for a, b in pairs), name
   assert result['num_examples'] == 120
   # So do the foundation's reports and predictions.
   assert cli.run(fast_config, workdir, 'report') == 0
