@@ -155,7 +155,7 @@ def get_config():
   # GPU (README, Results).
   config.checkpoint_copy_ahead = False
   # 'auto' (scan an epoch inside jit on GPU/TPU, a per-step jit loop on CPU,
-  # where XLA runs scanned steps ~20x slower), 'scan' or 'step'.
+  # where XLA runs scanned steps ~30x slower), 'scan' or 'step'.
   config.loop = 'auto'
   # Steps per iteration of the scanned epoch (lax.scan's unroll). cnn9 fp32 on
   # an H200 (README, Performance): 2 ran 1% faster epochs (0.935 against 0.944
