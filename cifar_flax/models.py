@@ -26,12 +26,15 @@ def relu_grad_from_output(x):
   output plus bias) is then read by the relu alone, and XLA's GPU compiler
   folds a relu into cuDNN's conv-bias-activation call only in that case;
   with jax.nn.relu the backward pass's `x > 0` reads it too, and the relu
-  runs as a kernel of its own."""
+  runs as a kernel of its own. The mask reads y through an optimization
+  barrier: without it XLA's algebraic simplifier rewrites `max(x, 0) > 0`
+  back to `x > 0` before the GPU compiler fuses convs (tests/models_test.py
+  shows it on the CPU); XLA removes barriers after fusion, at no cost."""
   return jnp.maximum(x, 0)
 
 
-relu_grad_from_output.defjvps(
-    lambda g, y, x: lax.select(y > 0, g, lax.full_like(g, 0)))
+relu_grad_from_output.defjvps(lambda g, y, x: lax.select(
+    lax.optimization_barrier(y) > 0, g, lax.full_like(g, 0)))
 
 
 def activation_fn(config):

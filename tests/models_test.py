@@ -1,5 +1,7 @@
 """The paper's networks: exact parameter counts, init, dropout, dtypes."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -160,10 +162,11 @@ def test_padded_input_channels_change_nothing(dtype):
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
 def test_relu_grad_from_output_is_jax_relu_bitwise(dtype):
   """The same values and gradients as jax.nn.relu, 0, -0, NaN, infinities
-  and the smallest numbers included."""
+  and the smallest normal and subnormal numbers included."""
   tiny = float(jnp.finfo(dtype).tiny)
-  x = jnp.array([0.0, -0.0, np.nan, np.inf, -np.inf, tiny, -tiny, 1.5, -2.0],
-                dtype)
+  sub = float(jnp.finfo(dtype).smallest_subnormal)
+  x = jnp.array([0.0, -0.0, np.nan, np.inf, -np.inf, tiny, -tiny, sub, -sub,
+                 1.5, -2.0], dtype)
   x = jnp.concatenate([x, jax.random.normal(jax.random.key(0), (64,), dtype)])
   g = jax.random.normal(jax.random.key(1), x.shape, dtype)
   bits = lambda a: np.asarray(a).view(f'u{a.dtype.itemsize}')
@@ -175,25 +178,29 @@ def test_relu_grad_from_output_is_jax_relu_bitwise(dtype):
 
 
 def _mask_reads(relu):
-  """What the gradient's mask (the `gt`) of relu(conv(x) + b) reads: the
-  relu's 'input' or its 'output'."""
+  """What the gradient's mask (the `> 0` compare) of conv(relu(conv(x) + b))
+  reads in the program XLA compiles: the opcode that defines its operand,
+  'add' (the relu's input, conv plus bias) or 'maximum' (its output)."""
   conv = lambda a, k: jax.lax.conv_general_dilated(
       a, k, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-  x, w = jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
-  jaxpr = jax.make_jaxpr(jax.grad(lambda w: relu(conv(x, w) + 1.0).sum()))(
-      w).jaxpr
-  act = next(e for e in jaxpr.eqns if e.primitive.name == 'custom_jvp_call')
-  (gt,) = [e for e in jaxpr.eqns if e.primitive.name == 'gt']
-  reads = {act.invars[0]: 'input', act.outvars[0]: 'output'}
-  return reads.get(gt.invars[0])
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
+  w2 = jax.random.normal(jax.random.key(1), (3, 3, 4, 4))
+  loss = lambda w: (conv(relu(conv(x, w) + 1.0), w2) ** 2).sum()
+  hlo = jax.jit(jax.grad(loss)).lower(jnp.ones((3, 3, 3, 4))).compile(
+      ).as_text()
+  (operand,) = re.findall(r'compare\((%[\w.-]+), .*direction=GT', hlo)
+  (opcode,) = re.findall(re.escape(operand) + r' = \S+ (\w+)\(', hlo)
+  return opcode
 
 
 def test_relu_grad_from_output_leaves_the_pre_activation_one_reader():
-  """Why it exists: the backward pass's mask reads the relu's output, so
-  the pre-activation has one reader, which XLA's GPU compiler needs to fold
-  the relu into cuDNN's conv call. jax.nn.relu's mask reads the input."""
-  assert _mask_reads(jax.nn.relu) == 'input'
-  assert _mask_reads(models.relu_grad_from_output) == 'output'
+  """Why it exists: in the compiled program the backward pass's mask reads
+  the relu's output, so the pre-activation has one reader, which XLA's GPU
+  compiler needs to fold the relu into cuDNN's conv call. jax.nn.relu's
+  mask reads the input; so would ours without its optimization barrier
+  (XLA's simplifier rewrites max(x, 0) > 0 to x > 0)."""
+  assert _mask_reads(jax.nn.relu) == 'add'
+  assert _mask_reads(models.relu_grad_from_output) == 'maximum'
 
 
 @pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
