@@ -201,7 +201,7 @@ def load_archive(data_dir, label_type='fine'):
   return _read_archive(data_dir, label_type)[:4]
 
 
-# The last archive read in this process, with what identifies it (_files):
+# The last archive read in this process, with what identifies its files:
 # a sweep trains its seeds one after another in one process, and a notebook
 # may evaluate several runs, each reading the same archive again otherwise
 # (~2 s each). One entry, so at most one dataset's arrays (~180 MB) are held.
@@ -209,8 +209,11 @@ _last_read = {}
 
 
 def _files(data_dir):
-  """What _read_members would read: ((path, size, mtime_ns), ...), or None
-  where that is not certain (it will name the problem)."""
+  """What _read_members would read: each file's real path, device, inode,
+  size, modification and change times (a copy that keeps the size and
+  restores the modification time, as cp -p does, still changes the inode or
+  the change time), or None where that is not certain (it will name the
+  problem)."""
   folder = os.path.join(data_dir, FOLDER_NAME)
   paths = ([os.path.join(folder, n) for n in ('train', 'test', 'meta')]
            if os.path.isdir(folder) else [os.path.join(data_dir, ARCHIVE_NAME)])
@@ -218,8 +221,8 @@ def _files(data_dir):
     stats = [os.stat(p) for p in paths]
   except OSError:
     return None
-  return tuple((os.path.realpath(p), st.st_size, st.st_mtime_ns)
-               for p, st in zip(paths, stats))
+  return tuple((os.path.realpath(p), st.st_dev, st.st_ino, st.st_size,
+                st.st_mtime_ns, st.st_ctime_ns) for p, st in zip(paths, stats))
 
 
 def _read_archive(data_dir, label_type):
@@ -230,12 +233,12 @@ def _read_archive(data_dir, label_type):
   key = (files, label_type)
   if files is not None and _last_read.get('key') == key:
     return _last_read['value']
+  _last_read.clear()  # Not two datasets in memory while this one is read.
   value = _read_archive_uncached(data_dir, label_type)
   for split in value[:2]:
     split.images.flags.writeable = split.labels.flags.writeable = False
   if value[3] is not None:
     value[3].flags.writeable = False
-  _last_read.clear()
   if files is not None:
     _last_read.update(key=key, value=value)
   return value
