@@ -94,7 +94,7 @@ def test_fastnet_batch_norm_updates_in_training_only():
   assert loss(new, batch) == pytest.approx(np.mean(alone), rel=1e-5)
   moved = new.replace(batch_stats=jax.tree.map(lambda a: a + 1.0,
                                                new.batch_stats))
-  assert loss(moved, batch) != pytest.approx(loss(new, batch), rel=1e-3)
+  assert loss(moved, batch) != pytest.approx(loss(new, batch), rel=1e-5)
   for _ in range(15):  # Learns one batch.
     new, m = step(new, batch, jax.random.key(1))
   assert m.compute()['loss'] < 0.8 * np.log(100)
