@@ -88,6 +88,9 @@ def main(argv):
     wall = time.perf_counter() - t0
   summary = {'device': jax.devices()[0].device_kind, 'model': config.model,
              'dtype': config.dtype, 'max_pool': config.max_pool,
+             'scan_unroll': config.scan_unroll,
+             'pad_input_channels': config.pad_input_channels,
+             'relu_grad_from_output': config.relu_grad_from_output,
              'xla_flags': os.environ.get('XLA_FLAGS', ''),
              'loop': programs.form, 'steps': steps,
              'wall_ms': wall * 1e3, 'wall_ms_per_step': wall * 1e3 / steps,
