@@ -21,6 +21,7 @@ import os
 import numpy as np
 from PIL import Image
 
+from cifar_flax import config_checks
 from cifar_flax import data as data_lib
 from cifar_flax import evaluate
 from cifar_flax import predict
@@ -63,7 +64,15 @@ def load(workdir, config=None):
           f'configs/run.py, but "import configs" finds another ({e}); put '
           f'{_ROOT} first on sys.path, or pass config=') from e
     config = run_config.get_config(workdir)
-  return Classifier(config, evaluate.load_best(config, workdir), workdir)
+    return Classifier(config, evaluate.load_best(config, workdir), workdir)
+  try:
+    restored = evaluate.load_best(config, workdir)
+  except workdir_lib.WorkdirError as e:  # Its advice is for main.py's flags.
+    raise workdir_lib.WorkdirError(
+        f'{e}. In Python: load({workdir!r}) without config= uses the run\'s '
+        f'own config; a config given must compute the same model, or have '
+        f'allow_config_change = True') from e
+  return Classifier(config, restored, workdir)
 
 
 def _network_input(image):
@@ -160,6 +169,14 @@ class Classifier:
     if data_dir is not None:
       config = config.copy_and_resolve_references()
       config.data_dir = data_dir
-    dataset = data_lib.load_dataset(config)
-    evaluate.check_classes(self.restored, dataset, self.workdir, config)
+    try:
+      dataset = data_lib.load_dataset(config)
+      evaluate.check_classes(self.restored, dataset, self.workdir, config)
+    except (data_lib.DataError, config_checks.ConfigError) as e:
+      # Their advice is for main.py's flags.
+      ran = self.config.data_dir
+      raise type(e)(f'{e}. In Python: test_metrics(data_dir=PATH), PATH '
+                    f'holding {data_lib.ARCHIVE_NAME} (or '
+                    f'{data_lib.FOLDER_NAME}/) of the run\'s dataset'
+                    + (f' (it trained with {ran!r})' if ran else '')) from e
     return evaluate.test_metrics(config, self.restored, dataset.test)

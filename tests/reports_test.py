@@ -353,8 +353,18 @@ def test_classifier_in_python_classifies_and_measures_like_main_py(
     model.top_k(path, k=0)
   with pytest.raises(predict.ImageReadError, match='no such file'):
     model.top_k(str(tmp_path / 'missing.png'))
-  # A folder that holds runs names them; a file or no folder is refused.
+  # Refusals whose advice is in main.py's flags say it in Python too.
+  with pytest.raises(data.DataError, match=re.escape(
+      "does not exist or is not a directory") + '.*' + re.escape(
+          'In Python: test_metrics(data_dir=PATH)')):
+    model.test_metrics(data_dir=str(tmp_path / 'nowhere'))
+  other = model.config.copy_and_resolve_references()
+  other.activation = 'elu'
   from cifar_flax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  with pytest.raises(workdir_lib.WorkdirError, match=re.escape(
+      "activation='relu'") + '.*' + re.escape('In Python: load(')):
+    classifier.load(trained, config=other)
+  # A folder that holds runs names them; a file or no folder is refused.
   parent = os.path.dirname(trained)
   for where, said in ((parent, "holds no run (no config.json); the runs in "
                        "it: run"), (path, 'is not a folder')):
