@@ -29,7 +29,7 @@ def relu_grad_from_output(x):
   runs as a kernel of its own. The mask reads y through an optimization
   barrier: without it XLA's algebraic simplifier rewrites `max(x, 0) > 0`
   back to `x > 0` before the GPU compiler fuses convs (tests/models_test.py
-  shows it on the CPU); XLA removes barriers after fusion, at no cost."""
+  shows it on the CPU); XLA removes barriers after fusion."""
   return jnp.maximum(x, 0)
 
 
