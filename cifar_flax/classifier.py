@@ -55,7 +55,8 @@ def load(workdir, config=None):
   that computes another model is refused, as in --mode=eval."""
   workdir = os.path.expanduser(os.fspath(workdir))
   _check_workdir(workdir)
-  if config is None:
+  given = config is not None
+  if not given:
     try:
       from configs import run as run_config  # pylint: disable=g-import-not-at-top
     except ImportError as e:  # Another 'configs' first on sys.path.
@@ -64,10 +65,11 @@ def load(workdir, config=None):
           f'configs/run.py, but "import configs" finds another ({e}); put '
           f'{_ROOT} first on sys.path, or pass config=') from e
     config = run_config.get_config(workdir)
-    return Classifier(config, evaluate.load_best(config, workdir), workdir)
   try:
     restored = evaluate.load_best(config, workdir)
   except workdir_lib.WorkdirError as e:  # Its advice is for main.py's flags.
+    if not given:
+      raise
     raise workdir_lib.WorkdirError(
         f'{e}. In Python: load({workdir!r}) without config= uses the run\'s '
         f'own config; a config given must compute the same model, or have '
