@@ -164,6 +164,13 @@ def test_key(config):
   return jax.random.key(0, impl=config.prng_impl)
 
 
+def test_pass_args(config, *data):
+  """The test pass's arguments after the state: the data, and with
+  config.augment_test its key."""
+  key = test_key(config)
+  return (*data, *([] if key is None else [key]))
+
+
 # What eval.json says of clean test images (any other: augment_test).
 CLEAN_IMAGES = 'clean (scaled and centred, no augmentation)'
 
@@ -189,8 +196,7 @@ def test_metrics(config, restored, test_split):
   state = sharding.replicate(restored.state, mesh)
   images, labels = sharding.replicate((test_split.images, test_split.labels),
                                       mesh)
-  key = test_key(config)
-  m = eval_pass(state, images, labels, *([] if key is None else [key]))
+  m = eval_pass(state, *test_pass_args(config, images, labels))
   return {k: float(v) for k, v in m.compute().items()}
 
 

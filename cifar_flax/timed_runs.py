@@ -58,12 +58,6 @@ class TimedPrograms:
     jax.block_until_ready((self.programs.train_data, self.programs.val_data,
                            self.test_data))
 
-  def test_args(self):
-    """The test pass's arguments after the state: the data, and with
-    config.augment_test its key."""
-    key = evaluate.test_key(self.config)
-    return (*self.test_data, *([] if key is None else [key]))
-
   def compile(self, seed):
     """Compiles everything ahead of time; returns the seconds (None in the
     'step' form, which compiles on first use)."""
@@ -74,8 +68,8 @@ class TimedPrograms:
     self.init = self.init.lower(key).compile()
     state = self.init(key)
     self.programs.compile(state, train._epoch_key(seed, 1))  # pylint: disable=protected-access
-    self.test_pass = self.test_pass.lower(state,
-                                         *self.test_args()).compile()
+    self.test_pass = self.test_pass.lower(state, *evaluate.test_pass_args(
+        self.config, *self.test_data)).compile()
     return time.perf_counter() - t0
 
 
@@ -88,7 +82,8 @@ def timed_run(config, timed, seed):
     state, train_m = p.train_pass(state, *p.train_data,
                                   train._epoch_key(seed, epoch))  # pylint: disable=protected-access
   val = p.validate(state, seed, config.num_epochs).compute()
-  test = timed.test_pass(state, *timed.test_args()).compute()
+  test = timed.test_pass(state, *evaluate.test_pass_args(
+      config, *timed.test_data)).compute()
   val, test = jax.device_get((val, test))
   seconds = time.perf_counter() - t0
   row = {'seed': seed, 'train_seconds': seconds,
