@@ -100,6 +100,7 @@ def run(config, workdir):
       'scan_unroll': config.scan_unroll,
       'pad_input_channels': config.pad_input_channels,
       'relu_grad_from_output': config.relu_grad_from_output,
+      'first_conv_im2col': config.first_conv_im2col,
       'xla_flags': os.environ.get('XLA_FLAGS', ''),
       'batch_size': config.batch_size, 'num_train': b.num_train,
       'num_eval': b.num_eval, 'compilation_cache_dir':
@@ -117,7 +118,9 @@ def format_table(result):
            f"scan_unroll {result['scan_unroll']}, "
            f"pad_input_channels {result['pad_input_channels']}, "
            + ('relu_grad_from_output, '
-              if result.get('relu_grad_from_output') else '') +
+              if result.get('relu_grad_from_output') else '')
+           + ('first_conv_im2col, '
+              if result.get('first_conv_im2col') else '') +
            f"{result['num_train']} train images, on {result['num_devices']}x "
            f"{result['device']} (jax {result['jax']})"
            + (f", XLA_FLAGS {result['xla_flags']}" if result['xla_flags']

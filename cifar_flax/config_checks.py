@@ -12,7 +12,7 @@ RESUMABLE_KEYS = ('data_dir', 'tfds_data_dir', 'compilation_cache_dir',
                   'loop', 'eval_batch_size', 'allow_config_change',
                   'max_pool', 'scan_unroll', 'xla_flags',
                   'pad_input_channels', 'checkpoint_copy_ahead',
-                  'relu_grad_from_output')
+                  'relu_grad_from_output', 'first_conv_im2col')
 DTYPES = ('float32', 'bfloat16')
 
 
@@ -75,6 +75,12 @@ def validate(config):
   _require(c.patience >= 0, 'patience', f'{c.patience} must not be negative')
   _require(c.pad_input_channels >= 0, 'pad_input_channels',
            f'{c.pad_input_channels} must not be negative')
+  if c.first_conv_im2col:
+    _require(c.model not in fast_models.MODELS, 'first_conv_im2col',
+             f'applies to cnn9 and cnn5, not to {c.model!r}')
+    _require(not c.pad_input_channels, 'first_conv_im2col',
+             'and pad_input_channels both change the first conv: set one '
+             f'(pad_input_channels is {c.pad_input_channels})')
   _require(c.train_subset >= 0 and c.test_subset >= 0, 'train_subset',
            'subsets must not be negative (0 means all)')
   for i, rate in enumerate(tuple(c.conv_dropout) + (c.dense_dropout,)):

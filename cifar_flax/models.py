@@ -72,6 +72,46 @@ def channel_padded_conv(channels):
   return conv
 
 
+def im2col_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                rhs_dilation=None, dimension_numbers=None,
+                feature_group_count=1, precision=None):
+  """lax.conv_general_dilated, for the convs our networks have (NHWC input,
+  HWIO kernel, stride 1, no dilation, one group), as one matmul: the input's
+  kh x kw patches side by side on the channel axis, (N, H, W, kh*kw*C),
+  times the kernel as a (kh*kw*C, O) matrix. The same function, summed in
+  another order. config.first_conv_im2col uses it for the first conv, whose
+  3 input channels make a poor cuDNN problem: in lease c's fp32 profile
+  (results/h200/2026-11-26c/prof32.txt) its weight gradient ran a legacy
+  kernel without tensor cores (wgrad_alg0_engine_NHWC, 52 us of the 1.54 ms
+  step) for 0.45 GFLOP. As a matmul, that gradient is one GEMM: the 27 x
+  (batch x pixels) patches times the (batch x pixels) x 128 output
+  gradient."""
+  nhwc = ('NHWC', 'HWIO', 'NHWC')
+  ones = (1, 1)
+  if not (lhs.ndim == rhs.ndim == 4 and lhs.shape[-1] == rhs.shape[2]
+          and dimension_numbers is not None
+          and lax.conv_dimension_numbers(lhs.shape, rhs.shape,
+                                         dimension_numbers)
+          == lax.conv_dimension_numbers(lhs.shape, rhs.shape, nhwc)
+          and tuple(window_strides) == ones
+          and tuple(lhs_dilation or ones) == ones
+          and tuple(rhs_dilation or ones) == ones
+          and feature_group_count == 1):
+    raise ValueError('im2col_conv computes NHWC x HWIO convs of stride 1, '
+                     'without dilation or groups, only')
+  kh, kw, c, o = rhs.shape
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), window_strides,
+                                  padding)
+  padded = jnp.pad(lhs, [(0, 0), *padding, (0, 0)])
+  h = padded.shape[1] - kh + 1
+  w = padded.shape[2] - kw + 1
+  patches = jnp.concatenate([padded[:, i:i + h, j:j + w]
+                             for i in range(kh) for j in range(kw)], axis=-1)
+  return lax.dot_general(patches, rhs.reshape(kh * kw * c, o),
+                         (((3,), (0,)), ((), ())), precision=precision)
+
+
 class PaperCNN(nn.Module):
   """[[CONV3x3 -> ACT] x convs_per_stack -> MAXPOOL2 -> DROPOUT] per stack,
   then [FC -> ACT -> DROPOUT] per hidden layer, then the class logits."""
@@ -86,20 +126,24 @@ class PaperCNN(nn.Module):
   max_pool: Callable[[Any], Any] = pooling.max_pool_2x2
   # Convs see at least this many input channels (zero-padded); 0: as given.
   pad_input_channels: int = 0
+  # The first conv runs as a matmul over 3x3 patches (im2col_conv).
+  first_conv_im2col: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     conv_fn = (channel_padded_conv(self.pad_input_channels)
                if self.pad_input_channels else None)
-    conv = lambda f: nn.Conv(f, (3, 3), padding='SAME', dtype=self.dtype,
-                             kernel_init=_KERNEL_INIT, bias_init=_BIAS_INIT,
-                             conv_general_dilated=conv_fn)
+    conv = lambda f, fn: nn.Conv(
+        f, (3, 3), padding='SAME', dtype=self.dtype, kernel_init=_KERNEL_INIT,
+        bias_init=_BIAS_INIT, conv_general_dilated=fn)
+    first_fn = im2col_conv if self.first_conv_im2col else conv_fn
     dense = lambda n: nn.Dense(n, dtype=self.dtype, kernel_init=_KERNEL_INIT,
                                bias_init=_BIAS_INIT)
     x = x.astype(self.dtype)
     for filters, rate in zip(self.stack_filters, self.conv_dropout):
       for _ in range(self.convs_per_stack):
-        x = self.activation(conv(filters)(x))
+        x = self.activation(conv(filters, first_fn)(x))
+        first_fn = conv_fn
       x = self.max_pool(x)
       x = nn.Dropout(rate, deterministic=not train)(x)
     x = x.reshape((x.shape[0], -1))
@@ -146,4 +190,5 @@ def create_model(config, num_classes):
       dense_dropout=config.dense_dropout,
       activation=activation_fn(config),
       dtype=jnp.dtype(config.dtype), max_pool=max_pool,
-      pad_input_channels=config.pad_input_channels)
+      pad_input_channels=config.pad_input_channels,
+      first_conv_im2col=config.first_conv_im2col)

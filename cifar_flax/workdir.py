@@ -22,7 +22,8 @@ CHECKPOINT_DIR = 'checkpoints'
 ADDED_FIELDS = {'adam_keras_epsilon': False, 'augment_test': False,
                 'augment_validation': False,
                 'checkpoint_copy_ahead': False, 'max_pool': 'reduce_window',
-                'pad_input_channels': 0, 'relu_grad_from_output': False,
+                'first_conv_im2col': False, 'pad_input_channels': 0,
+                'relu_grad_from_output': False,
                 'xla_flags': ''}
 # Fields that change only the test evaluation (evaluate.TEST_FIELDS has
 # them): for a run that differs in them alone, --mode=eval is what one wants

@@ -50,6 +50,13 @@ def get_config():
   # H200 (README, Performance): fp32 no faster (0.940 against 0.935 s/epoch);
   # bf16 with max_pool='fused_select' 0.534 against 0.552 (not split).
   config.pad_input_channels = 0
+  # cnn9/cnn5: compute the first conv as one matmul over its 3x3 patches
+  # (cifar_flax/models.py: im2col_conv) instead of a cuDNN conv, whose
+  # 3-channel weight gradient ran a kernel without tensor cores in an H200
+  # profile. The same parameters; results equal within float rounding
+  # (tests/models_test.py). Not with pad_input_channels. A candidate
+  # speed-up, not yet measured on a GPU.
+  config.first_conv_im2col = False
   # With activation 'relu': take the gradient's mask from the relu's output
   # (y > 0) instead of its input (x > 0, as jax.nn.relu does). The same
   # values and gradients, bitwise (tests/models_test.py); on a GPU, XLA can

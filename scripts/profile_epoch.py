@@ -91,6 +91,7 @@ def main(argv):
              'scan_unroll': config.scan_unroll,
              'pad_input_channels': config.pad_input_channels,
              'relu_grad_from_output': config.relu_grad_from_output,
+             'first_conv_im2col': config.first_conv_im2col,
              'xla_flags': os.environ.get('XLA_FLAGS', ''),
              'loop': programs.form, 'steps': steps,
              'wall_ms': wall * 1e3, 'wall_ms_per_step': wall * 1e3 / steps,

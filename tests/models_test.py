@@ -159,6 +159,76 @@ def test_padded_input_channels_change_nothing(dtype):
       atol=tol * float(jnp.abs(b).max())), g8, g0)
 
 
+@pytest.mark.parametrize('shape, window, padding', [
+    ((2, 8, 8, 3), (3, 3), 'SAME'),
+    ((2, 7, 9, 5), (3, 5), 'SAME'),
+    ((2, 8, 8, 3), (3, 3), 'VALID'),
+    ((1, 6, 6, 2), (3, 3), ((2, 0), (1, 1))),
+])
+def test_im2col_conv_is_the_conv(shape, window, padding):
+  """models.im2col_conv: lax.conv_general_dilated's values and gradients
+  (input and kernel) within float rounding; other convs are refused."""
+  layout = ('NHWC', 'HWIO', 'NHWC')
+  x = jax.random.normal(jax.random.key(0), shape)
+  k = jax.random.normal(jax.random.key(1), window + (shape[-1], 4))
+  theirs = lambda x, k: jax.lax.conv_general_dilated(
+      x, k, (1, 1), padding, dimension_numbers=layout)
+  ours = lambda x, k: models.im2col_conv(
+      x, k, (1, 1), padding, dimension_numbers=jax.lax.conv_dimension_numbers(
+          x.shape, k.shape, layout))
+  y = theirs(x, k)
+  np.testing.assert_allclose(ours(x, k), y, rtol=1e-5, atol=1e-5)
+  dy = jax.random.normal(jax.random.key(2), y.shape)
+  grad = lambda f: jax.grad(lambda x, k: (f(x, k) * dy).sum(), (0, 1))(x, k)
+  for a, b in zip(grad(ours), grad(theirs)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+  for kwargs in ({'window_strides': (2, 2)}, {'rhs_dilation': (2, 2)},
+                 {'feature_group_count': shape[-1]},
+                 {'dimension_numbers': ('NCHW', 'OIHW', 'NCHW')},
+                 {'dimension_numbers': None}):  # lax's default: NCHW.
+    with pytest.raises(ValueError, match='stride 1'):
+      models.im2col_conv(x, k, **{'window_strides': (1, 1),
+                                  'padding': padding,
+                                  'dimension_numbers': layout, **kwargs})
+
+
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
+def test_first_conv_im2col_changes_nothing(dtype):
+  """config.first_conv_im2col: the first conv (only) becomes a matmul over
+  27-wide patches; the same parameters and init, logits and gradients
+  within float rounding (cnn5; cnn9 is built the same way)."""
+  config = default.get_config()
+  config.dtype = dtype
+  x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
+  short = {'float32': 'f32', 'bfloat16': 'bf16'}[dtype]
+  out = {}
+  for flag in (False, True):
+    config.first_conv_im2col = flag
+    config.model = 'cnn9'
+    forward = str(jax.make_jaxpr(models.create_model(config, 10).init)(
+        jax.random.key(0), x))
+    assert forward.count('conv_general_dilated[') == 6 - flag
+    config.model = 'cnn5'
+    model = models.create_model(config, 10)
+    v = model.init(jax.random.key(0), x)
+    loss = lambda params, model=model: model.apply(
+        {'params': params}, x, train=True,
+        rngs={'dropout': jax.random.key(2)}).sum()
+    # Forward, weight gradients and the two later convs' input gradients.
+    jaxpr = str(jax.make_jaxpr(jax.grad(loss))(v['params']))
+    assert jaxpr.count('conv_general_dilated[') == (6 if flag else 8)
+    assert (f'{short}[4,32,32,27]' in jaxpr) == flag
+    out[flag] = (v['params'], *jax.value_and_grad(loss)(v['params']))
+  (p0, l0, g0), (p1, l1, g1) = out[False], out[True]
+  assert g1['Conv_0']['kernel'].shape == (3, 3, 3, 32)
+  jax.tree.map(np.testing.assert_array_equal, p0, p1)
+  tol = 1e-5 if dtype == 'float32' else 2e-2
+  np.testing.assert_allclose(l1, l0, rtol=tol)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(
+      np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=tol,
+      atol=tol * float(jnp.abs(b).max())), g1, g0)
+
+
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
 def test_relu_grad_from_output_is_jax_relu_bitwise(dtype):
   """The same values and gradients as jax.nn.relu, 0, -0, NaN, infinities

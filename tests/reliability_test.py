@@ -19,6 +19,7 @@ from PIL import Image
 
 from cifar_flax import checkpointing
 from cifar_flax import cli
+from cifar_flax import config_checks
 from cifar_flax import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -779,6 +780,26 @@ def test_impossible_value_fails_before_any_work(field, value, tiny_config,
     assert cli.run(tiny_config, workdir, mode) == 1
     err = capsys.readouterr().err
     assert err.startswith(f'error: config.{field}: ') and err.count('\n') == 1
+    assert not os.path.exists(workdir)
+
+
+@pytest.mark.parametrize('settings, problem', [
+    ({'model': 'fastnet'}, "applies to cnn9 and cnn5, not to 'fastnet'"),
+    ({'pad_input_channels': 8},
+     'and pad_input_channels both change the first conv: set one '
+     '(pad_input_channels is 8)'),
+])
+def test_first_conv_im2col_where_it_cannot_apply(settings, problem,
+                                                 tiny_config, tmp_path,
+                                                 capsys):
+  tiny_config.first_conv_im2col = True
+  config_checks.validate(tiny_config)  # cnn5 alone: fine.
+  tiny_config.update(settings)
+  workdir = str(tmp_path / 'run')
+  for mode in ('train', 'eval'):
+    assert cli.run(tiny_config, workdir, mode) == 1
+    assert capsys.readouterr().err == (
+        f'error: config.first_conv_im2col: {problem}\n')
     assert not os.path.exists(workdir)
 
 
