@@ -126,6 +126,19 @@ def test_max_pool_implementations_train_alike(name):
                  out['reduce_window'][1])
 
 
+def _assert_cnn5_trains_alike(base, other, dtype):
+  """(params, loss, grads) of cnn5 built two ways: the same parameters and
+  init, bitwise; loss and gradients within the dtype's rounding."""
+  (p0, l0, g0), (p1, l1, g1) = base, other
+  assert g1['Conv_0']['kernel'].shape == (3, 3, 3, 32)
+  jax.tree.map(np.testing.assert_array_equal, p0, p1)
+  tol = 1e-5 if dtype == 'float32' else 2e-2
+  np.testing.assert_allclose(l1, l0, rtol=tol)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(
+      np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=tol,
+      atol=tol * float(jnp.abs(b).max())), g1, g0)
+
+
 @pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
 def test_padded_input_channels_change_nothing(dtype):
   """config.pad_input_channels: the same parameters, init, logits and
@@ -149,14 +162,7 @@ def test_padded_input_channels_change_nothing(dtype):
   assert _count(models.create_model(config, 10)) == _count(
       models.cnn5(num_classes=10, conv_dropout=(0.2, 0.5, 0.5),
                   dense_dropout=0.5))
-  (p0, l0, g0), (p8, l8, g8) = out[0], out[8]
-  assert g8['Conv_0']['kernel'].shape == (3, 3, 3, 32)
-  jax.tree.map(np.testing.assert_array_equal, p0, p8)
-  tol = 1e-5 if dtype == 'float32' else 2e-2
-  np.testing.assert_allclose(l8, l0, rtol=tol)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(
-      np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=tol,
-      atol=tol * float(jnp.abs(b).max())), g8, g0)
+  _assert_cnn5_trains_alike(out[0], out[8], dtype)
 
 
 @pytest.mark.parametrize('shape, window, padding', [
@@ -219,14 +225,7 @@ def test_first_conv_im2col_changes_nothing(dtype):
     assert jaxpr.count('conv_general_dilated[') == (6 if flag else 8)
     assert (f'{short}[4,32,32,27]' in jaxpr) == flag
     out[flag] = (v['params'], *jax.value_and_grad(loss)(v['params']))
-  (p0, l0, g0), (p1, l1, g1) = out[False], out[True]
-  assert g1['Conv_0']['kernel'].shape == (3, 3, 3, 32)
-  jax.tree.map(np.testing.assert_array_equal, p0, p1)
-  tol = 1e-5 if dtype == 'float32' else 2e-2
-  np.testing.assert_allclose(l1, l0, rtol=tol)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(
-      np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=tol,
-      atol=tol * float(jnp.abs(b).max())), g1, g0)
+  _assert_cnn5_trains_alike(out[False], out[True], dtype)
 
 
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
