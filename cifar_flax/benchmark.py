@@ -96,11 +96,8 @@ def run(config, workdir):
       'device': jax.devices()[0].device_kind, 'num_devices': jax.device_count(),
       'backend': jax.default_backend(), 'jax': jax.__version__,
       'model': config.model, 'dtype': config.dtype,
-      'prng_impl': config.prng_impl, 'max_pool': config.max_pool,
-      'scan_unroll': config.scan_unroll,
-      'pad_input_channels': config.pad_input_channels,
-      'relu_grad_from_output': config.relu_grad_from_output,
-      'first_conv_im2col': config.first_conv_im2col,
+      'prng_impl': config.prng_impl,
+      **{f: config[f] for f in config_checks.SPEED_FIELDS},
       'xla_flags': os.environ.get('XLA_FLAGS', ''),
       'batch_size': config.batch_size, 'num_train': b.num_train,
       'num_eval': b.num_eval, 'compilation_cache_dir':
@@ -113,14 +110,15 @@ def run(config, workdir):
 
 
 def format_table(result):
+  settings = ''
+  for field in config_checks.SPEED_FIELDS:
+    value = result.get(field)  # None: a file from before the field.
+    if isinstance(value, bool):  # A switch: named when on.
+      settings += f'{field}, ' if value else ''
+    elif value is not None:
+      settings += f'{field} {value}, '
   lines = [f"{result['model']} {result['dtype']} batch {result['batch_size']} "
-           f"prng {result['prng_impl']}, max_pool {result['max_pool']}, "
-           f"scan_unroll {result['scan_unroll']}, "
-           f"pad_input_channels {result['pad_input_channels']}, "
-           + ('relu_grad_from_output, '
-              if result.get('relu_grad_from_output') else '')
-           + ('first_conv_im2col, '
-              if result.get('first_conv_im2col') else '') +
+           f"prng {result['prng_impl']}, {settings}"
            f"{result['num_train']} train images, on {result['num_devices']}x "
            f"{result['device']} (jax {result['jax']})"
            + (f", XLA_FLAGS {result['xla_flags']}" if result['xla_flags']

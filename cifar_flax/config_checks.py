@@ -13,6 +13,10 @@ RESUMABLE_KEYS = ('data_dir', 'tfds_data_dir', 'compilation_cache_dir',
                   'max_pool', 'scan_unroll', 'xla_flags',
                   'pad_input_channels', 'checkpoint_copy_ahead',
                   'relu_grad_from_output', 'first_conv_im2col')
+# The speed settings among them, which benchmark.json and profile_epoch's
+# summary.json record: their timings are compared by these.
+SPEED_FIELDS = ('max_pool', 'scan_unroll', 'pad_input_channels',
+                'relu_grad_from_output', 'first_conv_im2col')
 DTYPES = ('float32', 'bfloat16')
 
 

@@ -26,6 +26,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from cifar_flax import benchmark  # pylint: disable=g-import-not-at-top
+from cifar_flax import config_checks
 from cifar_flax import loop
 from cifar_flax import models
 from cifar_flax import sharding
@@ -87,11 +88,8 @@ def main(argv):
     jax.block_until_ready((state, m))
     wall = time.perf_counter() - t0
   summary = {'device': jax.devices()[0].device_kind, 'model': config.model,
-             'dtype': config.dtype, 'max_pool': config.max_pool,
-             'scan_unroll': config.scan_unroll,
-             'pad_input_channels': config.pad_input_channels,
-             'relu_grad_from_output': config.relu_grad_from_output,
-             'first_conv_im2col': config.first_conv_im2col,
+             'dtype': config.dtype,
+             **{f: config[f] for f in config_checks.SPEED_FIELDS},
              'xla_flags': os.environ.get('XLA_FLAGS', ''),
              'loop': programs.form, 'steps': steps,
              'wall_ms': wall * 1e3, 'wall_ms_per_step': wall * 1e3 / steps,

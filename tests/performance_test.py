@@ -125,6 +125,10 @@ def test_benchmark_reports_every_number(tmp_path, tiny_config):
     assert r[key] > 0, key
   assert os.path.exists(tmp_path / 'benchmark.json')
   assert 'per_step_jit' not in result['rows']  # Already the step loop.
+  # The speed settings its timings are compared by, as configured.
+  from cifar_flax import config_checks
+  for field in config_checks.SPEED_FIELDS:
+    assert result[field] == tiny_config[field], field
 
 
 def test_config_xla_flags_reach_xla(tmp_path):
