@@ -164,4 +164,5 @@ def make_eval_pass(eval_step, batch_size, form, sharding=None):
     n = images.shape[0]
     return run_steps(lambda c: one_step(state, images, labels, n, *c, rng),
                      empty_accumulator(), num_batches(n, batch_size))[0]
+  step_pass.one_step = one_step
   return step_pass

@@ -85,14 +85,15 @@ def make_train_pass(train_step, batch_size, form, sharding_=None):
     k = len(active)
     acc = jax.tree.map(lambda x: jnp.broadcast_to(x, (k,) + x.shape),
                        metrics_lib.Metrics.empty())
-    if sharding_ is not None:  # Placed like one_step's output: one compile.
-      acc = jax.device_put(acc, jax.sharding.NamedSharding(
+    counter = jnp.zeros((), jnp.int32)  # It stays on device.
+    if sharding_ is not None:  # Placed like one_step's outputs: one compile.
+      acc, counter = jax.device_put((acc, counter), jax.sharding.NamedSharding(
           sharding_.mesh, jax.sharding.PartitionSpec()))
-    new, acc, _ = loop.run_steps(  # The counter stays on device.
+    new, acc, _ = loop.run_steps(
         lambda c: one_step(c[0], c[1], images, labels, xs, c[2]),
-        (states, acc, jnp.zeros((), jnp.int32)),
-        loop.num_batches(images.shape[0], batch_size))
+        (states, acc, counter), loop.num_batches(images.shape[0], batch_size))
     return keep(active, new, states), acc
+  step_pass.one_step = one_step
   return step_pass
 
 
