@@ -39,11 +39,15 @@ DIVERGED_FILE = 'diverged.json'
 # --- Stacked trees ------------------------------------------------------------
 
 
+# Each is one jitted program: op by op, every leaf's shape compiled its own
+# stack, or its own slice and squeeze.
+@jax.jit
 def stack(trees):
-  """One tree with a leading seed axis from equally shaped trees."""
+  """One tree with a leading seed axis from a list of equally shaped trees."""
   return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
+@jax.jit
 def take(tree, i):
   """Seed `i`'s tree from a stacked one."""
   return jax.tree.map(lambda x: x[i], tree)
