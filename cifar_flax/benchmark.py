@@ -48,8 +48,8 @@ def measure(config, dataset, epochs):
   programs = train.Programs(config, dataset, mesh)
   model = models.create_model(config, dataset.num_classes)
   steps = loop.num_batches(len(dataset.train), config.batch_size)
-  state = sharding.replicate(train.create_train_state(
-      config, model, jax.random.key(0), steps_per_epoch=steps), mesh)
+  state = train.state_initializer(config, model, steps, mesh)(
+      jax.random.key(0))
   keys = [jax.device_put(jax.random.key(e)) for e in range(epochs + 1)]
   compile_s = programs.compile(state, keys[0])
   holder = {'state': state}

@@ -44,10 +44,8 @@ class TimedPrograms:
     model = models.create_model(config, dataset.num_classes)
     self.steps_per_epoch = loop.num_batches(len(dataset.train),
                                             config.batch_size)
-    self.init = jax.jit(
-        functools.partial(train.create_train_state, config, model,
-                          steps_per_epoch=self.steps_per_epoch),
-        out_shardings=sharding.replicated(mesh))
+    self.init = train.state_initializer(config, model, self.steps_per_epoch,
+                                        mesh)
     self.test_pass = loop.make_eval_pass(
         functools.partial(train.eval_step, mean=self.programs.mean,
                           aug_config=config.augment),
