@@ -71,9 +71,8 @@ def main(argv):
   mesh = sharding.data_mesh()
   programs = train.Programs(config, dataset, mesh)
   steps = loop.num_batches(FLAGS.images, config.batch_size)
-  state = sharding.replicate(train.create_train_state(
-      config, models.create_model(config, 100), jax.random.key(0),
-      steps_per_epoch=steps), mesh)
+  state = train.state_initializer(config, models.create_model(config, 100),
+                                  steps, mesh)(jax.random.key(0))
   keys = [jax.device_put(jax.random.key(i)) for i in range(2)]
   programs.compile(state, keys[0])
   if programs.form == 'scan':
