@@ -2,11 +2,14 @@
 # Re-measures the README's GPU numbers on one machine, one after another:
 #   bash scripts/gpu_measurements.sh DATA_DIR OUT_DIR [STEP ...]
 # STEPs (default: all, in this order): bench candidates concurrent final
-# final_bf16 report fast fast_long table. Each step's output goes to
-# OUT_DIR/<step>.log, its workdir to OUT_DIR/<step>/ (report reads
-# OUT_DIR/final/, table writes OUT_DIR/paper_table/). Extra main.py arguments
-# for every run but the table: $EXTRA, e.g. EXTRA=--config.num_epochs=40 ...
-# fast_long. Python: $PYTHON (default python3).
+# final_bf16 report eval_augmented fast fast_long table. Each step's output
+# goes to OUT_DIR/<step>.log, its workdir to OUT_DIR/<step>/ (report and
+# eval_augmented read OUT_DIR/final/, table writes OUT_DIR/paper_table/).
+# Extra main.py arguments for every run but the table: $EXTRA, e.g.
+# EXTRA=--config.num_epochs=40 ... fast_long. Python: $PYTHON (default
+# python3).
+# - eval_augmented: the final run evaluated on test images augmented as in
+#   training, as the paper did (its eval_other_config.json, beside eval.json).
 # - candidates: the speed settings not yet measured on a GPU, each benchmarked
 #   (2 timed epochs, no step-loop row) with its own empty compilation cache,
 #   beside the fp32 and bf16 bases they change; $CANDIDATES names some
@@ -28,7 +31,7 @@ if [ $# -lt 2 ]; then
 fi
 data=$(realpath -m "$1"); out=$(realpath -m "$2"); shift 2
 cd "$(dirname "$0")/.."  # main.py, configs/ and results/ are read from here.
-steps=${*:-bench candidates concurrent final final_bf16 report fast fast_long table}
+steps=${*:-bench candidates concurrent final final_bf16 report eval_augmented fast fast_long table}
 # Lease d's fastest bf16 form (README, Performance); final_bf16 runs it.
 bf16='--config.dtype=bfloat16 --config.max_pool=fused_select --config.pad_input_channels=8'
 candidate() {  # The overrides of a candidate, by name; fails for no candidate.
@@ -48,7 +51,7 @@ candidates=${CANDIDATES:-f32 f32_relu f32_im2col f32_nchw b16 b16_relu b16_im2co
 procs=${PROCS:-3}
 for step in $steps; do  # A misspelt step fails before any step runs.
   case $step in
-    bench|candidates|concurrent|final|final_bf16|report|fast|fast_long|table) ;;
+    bench|candidates|concurrent|final|final_bf16|report|eval_augmented|fast|fast_long|table) ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done
@@ -144,6 +147,7 @@ for step in $steps; do
     final) run final --config=configs/final.py --config.data_dir="$data" --workdir="$out/final" ;;
     final_bf16) run final_bf16 --config=configs/final.py --config.data_dir="$data" --workdir="$out/final_bf16" $bf16 ;;
     report) run report --config=configs/final.py --config.data_dir="$data" --workdir="$out/final" --mode=report ;;
+    eval_augmented) run eval_augmented --config=configs/final.py --config.data_dir="$data" --workdir="$out/final" --mode=eval --config.augment_test=True ;;
     fast) run fast --config=configs/fast.py --config.data_dir="$data" --workdir="$out/fast" --mode=timed ;;
     fast_long) run fast_long --config=configs/fast_long.py --config.data_dir="$data" --workdir="$out/fast_long" --mode=timed ;;
     table)

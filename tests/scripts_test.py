@@ -41,7 +41,7 @@ def test_gpu_measurements_fails_when_a_step_fails(tmp_path):
 
 # Stands in for `python main.py ...` (the script's other Python, its summary,
 # runs the real interpreter): main.py's own flag parsing gives the config,
-# which is recorded with a benchmark.json of made-up timings (a run named
+# which is recorded with the mode in a benchmark.json of made-up timings (a run named
 # 'alone' trains at 100 images/s, others at 60); --mode=sweep waits for
 # SIGTERM, as a sweep finishing its epoch, and exits 130.
 FAKE_MAIN = '''
@@ -67,7 +67,7 @@ def fake(argv):
          'epoch_seconds_all': [400 / rate], 'step_ms': 1.0,
          'train_images_per_sec': rate}
   with open(os.path.join(workdir, 'benchmark.json'), 'w') as f:
-    json.dump({'rows': {'configured': row},
+    json.dump({'rows': {'configured': row}, 'mode': mode,
                'config': main.FLAGS.config.to_dict(),
                'mem_fraction': os.environ.get('XLA_PYTHON_CLIENT_MEM_FRACTION')},
               f)
@@ -154,6 +154,18 @@ def test_gpu_measurements_table_time_limit_asks_the_sweep_to_stop(tmp_path):
   # SIGTERM, which the sweep answers by saving and writing its table; not
   # SIGKILL.
   assert (out / 'paper_table' / 'stopped').exists()
+
+
+def test_gpu_measurements_eval_augmented_evaluates_the_final_run(tmp_path):
+  out = tmp_path / 'out'
+  proc = _run([str(tmp_path / 'data'), str(out), 'eval_augmented'], tmp_path,
+              PYTHON=_fake_python(tmp_path))
+  assert proc.returncode == 0, proc.stderr
+  with open(out / 'final' / 'benchmark.json') as f:
+    result = json.load(f)
+  assert result['mode'] == 'eval'
+  assert result['config']['augment_test']
+  assert result['config']['data_dir'] == str(tmp_path / 'data')
 
 
 def test_gpu_measurements_refuses_bad_settings_before_any_step(tmp_path):
