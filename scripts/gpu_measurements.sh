@@ -61,6 +61,12 @@ done
 case $procs in
   ''|*[!0-9]*|0|1) echo "PROCS must be a whole number above 1, not '$procs'" >&2; exit 2 ;;
 esac
+case ${MPS:-0} in
+  0) ;;
+  1) command -v nvidia-cuda-mps-control >/dev/null ||
+       { echo "MPS=1, but nvidia-cuda-mps-control is not on PATH" >&2; exit 2; } ;;
+  *) echo "MPS must be 0 or 1, not '$MPS'" >&2; exit 2 ;;
+esac
 case ${TABLE_SECONDS-1} in
   ''|*[!0-9]*|0) echo "TABLE_SECONDS must be a whole number of seconds above 0, not '$TABLE_SECONDS'" >&2; exit 2 ;;
 esac
@@ -129,7 +135,11 @@ for step in $steps; do
       cache=--config.compilation_cache_dir="$out/concurrent/xla"
       export XLA_PYTHON_CLIENT_MEM_FRACTION=$(awk "BEGIN {print 0.8 / $procs}")
       run concurrent/alone $conc "$cache" --workdir="$out/concurrent/alone"
-      [ "${MPS:-0}" = 1 ] && nvidia-cuda-mps-control -d
+      mps=${MPS:-0}
+      if [ "$mps" = 1 ] && ! nvidia-cuda-mps-control -d; then
+        echo "concurrent: the MPS daemon did not start; running without it" | tee -a "$out/summary.txt"
+        failed=1; mps=0
+      fi
       t0=$(date +%s%N); pids=()
       for i in $(seq "$procs"); do
         ${PYTHON:-python3} main.py $conc "$cache" --workdir="$out/concurrent/p$i" \
@@ -141,7 +151,7 @@ for step in $steps; do
         echo "concurrent/p$i rc=$rc" >> "$out/summary.txt"
       done
       echo "concurrent: $procs at once, wall $(( ($(date +%s%N) - t0) / 1000000 )) ms" | tee -a "$out/summary.txt"
-      [ "${MPS:-0}" = 1 ] && echo quit | nvidia-cuda-mps-control
+      [ "$mps" = 1 ] && echo quit | nvidia-cuda-mps-control
       unset XLA_PYTHON_CLIENT_MEM_FRACTION
       bench_json --together "$out/concurrent/alone" $(seq -f "$out/concurrent/p%g" "$procs") | tee "$out/concurrent.txt" ;;
     final) run final --config=configs/final.py --config.data_dir="$data" --workdir="$out/final" ;;

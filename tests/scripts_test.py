@@ -143,6 +143,31 @@ def test_gpu_measurements_concurrent_rate_against_one_alone(tmp_path):
   assert 'concurrent/p1 rc=0' in summary and 'concurrent/p2 rc=0' in summary
 
 
+def test_gpu_measurements_concurrent_under_mps(tmp_path):
+  bin_dir = tmp_path / 'bin'
+  bin_dir.mkdir()
+  control = bin_dir / 'nvidia-cuda-mps-control'  # Logs what it is asked.
+  log = tmp_path / 'mps.log'
+  control.write_text(f'#!/bin/sh\nif [ "$1" = -d ]; then echo start >> {log}; '
+                     f'exit ${{FAIL_START:-0}}; fi\nread cmd; echo $cmd >> {log}\n')
+  control.chmod(0o755)
+  path = f'{bin_dir}:{os.environ["PATH"]}'
+  python = _fake_python(tmp_path)
+  proc = _run([str(tmp_path / 'data'), str(tmp_path / 'out'), 'concurrent'],
+              tmp_path, PYTHON=python, PROCS='2', MPS='1', PATH=path)
+  assert proc.returncode == 0, proc.stderr
+  assert log.read_text().split() == ['start', 'quit']
+  # A daemon that does not start is said so, and the step fails.
+  log.unlink()
+  out = tmp_path / 'out2'
+  proc = _run([str(tmp_path / 'data'), str(out), 'concurrent'], tmp_path,
+              PYTHON=python, PROCS='2', MPS='1', PATH=path, FAIL_START='1')
+  assert proc.returncode == 1
+  assert log.read_text().split() == ['start']  # No quit for no daemon.
+  assert ('the MPS daemon did not start; running without it'
+          in (out / 'summary.txt').read_text())
+
+
 def test_gpu_measurements_table_time_limit_asks_the_sweep_to_stop(tmp_path):
   out = tmp_path / 'out'
   start = time.monotonic()
@@ -173,7 +198,10 @@ def test_gpu_measurements_refuses_bad_settings_before_any_step(tmp_path):
   for env, message in ((dict(CANDIDATES='f32 f64'), 'unknown candidate f64'),
                        (dict(PROCS='1'), "PROCS must be a whole number above "
                                          "1, not '1'"),
-                       (dict(TABLE_SECONDS='5m'), 'TABLE_SECONDS must be')):
+                       (dict(TABLE_SECONDS='5m'), 'TABLE_SECONDS must be'),
+                       (dict(MPS='yes'), "MPS must be 0 or 1, not 'yes'"),
+                       (dict(MPS='1', PATH='/usr/bin:/bin'),
+                        'nvidia-cuda-mps-control is not on PATH')):
     proc = _run([str(tmp_path / 'data'), str(out), 'bench'], tmp_path,
                 PYTHON='false', **env)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
