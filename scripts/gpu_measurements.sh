@@ -33,7 +33,8 @@ data=$(realpath -m "$1"); out=$(realpath -m "$2"); shift 2
 cd "$(dirname "$0")/.."  # main.py, configs/ and results/ are read from here.
 steps=${*:-bench candidates concurrent final final_bf16 report eval_augmented fast fast_long table}
 # Lease d's fastest bf16 form (README, Performance); final_bf16 runs it.
-bf16='--config.dtype=bfloat16 --config.max_pool=fused_select --config.pad_input_channels=8'
+b16_base='--config.dtype=bfloat16 --config.max_pool=fused_select'
+bf16="$b16_base --config.pad_input_channels=8"
 candidate() {  # The overrides of a candidate, by name; fails for no candidate.
   case $1 in
     f32) echo '' ;;
@@ -43,7 +44,7 @@ candidate() {  # The overrides of a candidate, by name; fails for no candidate.
     b16) echo "$bf16" ;;
     b16_relu) echo "$bf16 --config.relu_grad_from_output=True" ;;
     # first_conv_im2col replaces pad_input_channels (the config refuses both).
-    b16_im2col_relu) echo '--config.dtype=bfloat16 --config.max_pool=fused_select --config.first_conv_im2col=True --config.relu_grad_from_output=True' ;;
+    b16_im2col_relu) echo "$b16_base --config.first_conv_im2col=True --config.relu_grad_from_output=True" ;;
     *) return 1 ;;
   esac
 }
