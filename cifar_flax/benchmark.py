@@ -93,7 +93,7 @@ def run(config, workdir):
       step_config.loop = 'step'
     rows['per_step_jit'] = measure(step_config, dataset, max(1, b.epochs // 2))
   result = {
-      'device': jax.devices()[0].device_kind, 'num_devices': jax.device_count(),
+      'device': sharding.device_kind(), 'num_devices': jax.device_count(),
       'backend': jax.default_backend(), 'jax': jax.__version__,
       'model': config.model, 'dtype': config.dtype,
       'prng_impl': config.prng_impl,

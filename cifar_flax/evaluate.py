@@ -230,7 +230,7 @@ def evaluate(config, workdir, dataset=None):
             'test_top5': m['top5'], 'num_examples': len(dataset.test),
             'checkpoint_epoch': restored.epoch,
             'eval_seconds': time.perf_counter() - t0,
-            'device': jax.devices()[0].device_kind,
+            'device': sharding.device_kind(),
             'date': datetime.datetime.now(datetime.timezone.utc).strftime(
                 '%Y-%m-%d'),
             'images': test_images_note(config)}

@@ -161,7 +161,7 @@ def markdown(rows, sweep_config):
   dates = sorted({d for r in measured for d in r['dates']})
   lines = ['# CIFAR-100: the paper\'s experiments, re-measured', '']
   if measured:
-    lines.append(f'Measured on {", ".join(devices)}, {dates[0]}'
+    lines.append(f'Measured on {"; ".join(devices)}, {dates[0]}'
                  + (f' to {dates[-1]}' if len(dates) > 1 else '') + '.')
   elif any(r['diverged'] for r in rows):
     lines.append('No seed has finished without diverging yet.')

@@ -104,7 +104,7 @@ def _summary(config, dataset, timed, compile_s, rows):
          'num_epochs': config.num_epochs, 'batch_size': config.batch_size,
          'steps_per_epoch': timed.steps_per_epoch,
          'train_images': len(dataset.train), 'test_images': len(dataset.test),
-         'device': jax.devices()[0].device_kind,
+         'device': sharding.device_kind(),
          'num_devices': len(jax.devices()), 'loop': timed.programs.form,
          'evaluation': ('single view, no TTA; test images '
                         + evaluate.test_images_note(config)),

@@ -48,6 +48,7 @@ def main(argv):
   from cifar_flax import loop  # pylint: disable=g-import-not-at-top
   from cifar_flax import models  # pylint: disable=g-import-not-at-top
   from cifar_flax import multi_seed  # pylint: disable=g-import-not-at-top
+  from cifar_flax import sharding  # pylint: disable=g-import-not-at-top
   from cifar_flax import train  # pylint: disable=g-import-not-at-top
 
   config = FLAGS.config
@@ -66,7 +67,7 @@ def main(argv):
   steps = loop.num_batches(FLAGS.images, config.batch_size)
   init = lambda s: train.create_train_state(  # SGD's schedule needs steps.
       config, model, jax.random.key(s), steps_per_epoch=steps)
-  print(f'{jax.devices()[0].device_kind}, {config.model}, batch '
+  print(f'{sharding.device_kind()}, {config.model}, batch '
         f'{config.batch_size}, {FLAGS.images} images ({steps} steps), '
         f'{form} form')
 

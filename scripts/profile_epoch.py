@@ -86,7 +86,7 @@ def main(argv):
     state, m = programs.train_pass(state, *programs.train_data, keys[1])
     jax.block_until_ready((state, m))
     wall = time.perf_counter() - t0
-  summary = {'device': jax.devices()[0].device_kind, 'model': config.model,
+  summary = {'device': sharding.device_kind(), 'model': config.model,
              'dtype': config.dtype,
              **{f: config[f] for f in config_checks.SPEED_FIELDS},
              'xla_flags': os.environ.get('XLA_FLAGS', ''),

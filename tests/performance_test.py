@@ -151,6 +151,18 @@ def test_four_devices_match_one_and_train(fake_data_dir, tiny_config,
     np.testing.assert_allclose(after[k], before[k], rtol=1e-5)
 
 
+def test_a_result_on_a_cpu_names_the_cpu():
+  cores = len(os.sched_getaffinity(0))
+  xeon = ('processor\t: 0\nmodel name\t: Intel Xeon\n'
+          'flags\t\t: fpu sse2 avx avx2 avx512f avx512bw\n\n'
+          'processor\t: 1\nmodel name\t: Intel Xeon\n')
+  assert sharding.cpu_description(xeon) == f'Intel Xeon, {cores} cores, AVX-512'
+  epyc = 'model name\t: AMD EPYC\nflags\t\t: fpu fma avx avx2\n'
+  assert sharding.cpu_description(epyc) == f'AMD EPYC, {cores} cores, AVX2'
+  assert sharding.cpu_description('').endswith(f', {cores} cores')
+  assert sharding.device_kind() == f'cpu ({sharding.cpu_description()})'
+
+
 def test_benchmark_reports_every_number(tmp_path, tiny_config):
   from cifar_flax import benchmark
   tiny_config.loop = 'step'
@@ -162,6 +174,7 @@ def test_benchmark_reports_every_number(tmp_path, tiny_config):
     assert r[key] > 0, key
   assert os.path.exists(tmp_path / 'benchmark.json')
   assert 'per_step_jit' not in result['rows']  # Already the step loop.
+  assert result['device'] == sharding.device_kind()
   # The speed settings its timings are compared by, as configured.
   from cifar_flax import config_checks
   for field in config_checks.SPEED_FIELDS:

@@ -10,6 +10,7 @@ import pytest
 
 from cifar_flax import cli
 from cifar_flax import config_checks
+from cifar_flax import sharding
 from cifar_flax import sweep
 from cifar_flax import sweep_table
 from cifar_flax import workdir as workdir_lib
@@ -81,7 +82,7 @@ def test_sweep_end_to_end_skips_and_resumes(tmp_path, fake_data_dir,
     assert f'| {config.rows[name].label} |' in md
   assert md.count('not yet measured') == (len(config.row_names)
                                           - len(config.train_rows))
-  assert 'Measured on cpu' in md
+  assert f'Measured on {sharding.device_kind()}, 20' in md
   plots = sorted(os.listdir(os.path.join(out, 'plots')))
   assert plots == sorted(['val_top1_all_rows.png'] + [
       f'val_top1_{n}.png' for n in config.train_rows])
@@ -183,13 +184,18 @@ def test_table_names_partial_and_diverged_rows(tmp_path):
   ran['learning_rate'] = 0.1
   workdir_lib.write_json(str(tmp_path / 'adam_lr1e2' / 'seed_1' /
                              'config.json'), ran)
-  # A seed evaluated on augmented test images (config.augment_test).
+  # A seed evaluated on augmented test images (config.augment_test), and on
+  # a CPU, whose name has commas of its own.
   path = str(tmp_path / 'cnn5' / 'seed_2' / 'eval.json')
+  cpu = 'cpu (AMD EPYC, 2 cores, AVX2)'
   workdir_lib.write_json(path, dict(workdir_lib.read_json(path), images=(
-      'augmented as in training, as the paper evaluated')))
+      'augmented as in training, as the paper evaluated'), device=cpu))
   sweep_table.write(config, str(tmp_path))
   with open(tmp_path / 'results' / 'paper_table.csv') as f:
     table = {r['row']: r for r in csv.DictReader(f)}
+  assert table['cnn5']['devices'] == f'NVIDIA H200; {cpu}'
+  md = open(tmp_path / 'results' / 'paper_table.md').read()
+  assert f'Measured on NVIDIA H200; {cpu}, 2026-' in md
   assert table['cnn5']['status'] == 'measured'
   assert table['cnn5']['augmented_test'] == '2'
   assert table['adam_lr1e4']['augmented_test'] == ''
