@@ -4,7 +4,8 @@
 followed by (block_depth - 1) x [CONV3x3 -> BN -> ACT] (the third and later
 convs of a block add a residual), a global max pool and a bias-free linear
 head whose logits are scaled by `logit_scale` (airbench's 1/9). Convs have no
-bias (BatchNorm follows each). Sizes come from config.fastnet.
+bias (BatchNorm follows each). Kernels are flax's default lecun-normal (drawn
+flat: cifar_flax/initializers.py). Sizes come from config.fastnet.
 """
 
 from typing import Any, Callable, Sequence
@@ -12,6 +13,7 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from cifar_flax import initializers
 from cifar_flax import pooling
 
 
@@ -26,7 +28,8 @@ class ConvBlock(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     conv = lambda: nn.Conv(self.width, (3, 3), padding='SAME', use_bias=False,
-                           dtype=self.dtype)
+                           dtype=self.dtype,
+                           kernel_init=initializers.lecun_normal)
     norm = lambda: nn.BatchNorm(use_running_average=not train,
                                 momentum=self.bn_momentum, dtype=self.dtype)
     x = conv()(x)
@@ -53,7 +56,7 @@ class FastNet(nn.Module):
   def __call__(self, x, train: bool = False):
     x = x.astype(self.dtype)
     x = nn.Conv(self.widths[0], (3, 3), padding='SAME', use_bias=False,
-                dtype=self.dtype)(x)
+                dtype=self.dtype, kernel_init=initializers.lecun_normal)(x)
     x = self.activation(nn.BatchNorm(use_running_average=not train,
                                      momentum=self.bn_momentum,
                                      dtype=self.dtype)(x))
@@ -61,7 +64,8 @@ class FastNet(nn.Module):
       x = ConvBlock(width, self.block_depth, self.bn_momentum,
                     self.activation, self.dtype, self.max_pool)(x, train)
     x = jnp.max(x, axis=(1, 2))
-    x = nn.Dense(self.num_classes, use_bias=False, dtype=self.dtype)(x)
+    x = nn.Dense(self.num_classes, use_bias=False, dtype=self.dtype,
+                 kernel_init=initializers.lecun_normal)(x)
     return x.astype(jnp.float32) * self.logit_scale
 
 

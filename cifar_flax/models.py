@@ -8,10 +8,12 @@ from jax import lax
 import jax.numpy as jnp
 
 from cifar_flax import fast_models
+from cifar_flax import initializers
 from cifar_flax import pooling
 
-# Keras Conv2D/Dense defaults: glorot-uniform kernels, zero biases.
-_KERNEL_INIT = nn.initializers.glorot_uniform()
+# Keras Conv2D/Dense defaults: glorot-uniform kernels (jax's values, drawn
+# flat: see cifar_flax/initializers.py), zero biases.
+_KERNEL_INIT = initializers.glorot_uniform
 _BIAS_INIT = nn.initializers.zeros
 
 ACTIVATIONS = {'relu': nn.relu, 'elu': nn.elu, 'gelu': nn.gelu}

@@ -7,8 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from cifar_flax import initializers
 from cifar_flax import models
 from configs import default
+from configs import fast
 
 
 def _count(model):
@@ -45,6 +47,27 @@ def test_keras_init_and_forward():
   logits = model.apply(variables, x)
   assert logits.shape == (4, 100) and logits.dtype == jnp.float32
   assert np.all(np.isfinite(logits))
+
+
+@pytest.mark.parametrize('name', ['cnn5', 'fastnet'])
+def test_kernels_drawn_flat_are_jax_initialisers_values(name, monkeypatch):
+  """cifar_flax/initializers.py draws each kernel flat (faster to compile);
+  the parameters are bitwise those of jax's glorot-uniform (the paper's
+  networks, as Keras) and lecun-normal (fastnet, flax's default)."""
+  config = fast.get_config() if name == 'fastnet' else default.get_config()
+  config.model = name
+  model = models.create_model(config, 100)
+  x = jnp.zeros((1, 32, 32, 3))
+  ours = jax.jit(lambda k: model.init(k, x))(jax.random.key(3))
+  monkeypatch.setattr(models, '_KERNEL_INIT',
+                      jax.nn.initializers.glorot_uniform())
+  monkeypatch.setattr(initializers, 'lecun_normal',
+                      jax.nn.initializers.lecun_normal())
+  theirs = jax.jit(lambda k: model.init(k, x))(jax.random.key(3))
+  assert jax.tree.structure(ours) == jax.tree.structure(theirs)
+  jax.tree.map(np.testing.assert_array_equal, ours, theirs)
+  with pytest.raises(ValueError, match='expected at least 2 axes'):
+    initializers.glorot_uniform(jax.random.key(0), (5,))
 
 
 def test_dropout_only_in_training():
