@@ -2,6 +2,7 @@
 
 import re
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -68,6 +69,36 @@ def test_kernels_drawn_flat_are_jax_initialisers_values(name, monkeypatch):
   jax.tree.map(np.testing.assert_array_equal, ours, theirs)
   with pytest.raises(ValueError, match='expected at least 2 axes'):
     initializers.glorot_uniform(jax.random.key(0), (5,))
+
+
+class _TwoDropouts(nn.Module):
+  @nn.compact
+  def __call__(self, x, y):
+    return models.Dropout(0.3)(x, False), models.Dropout(0.5)(y, False)
+
+
+def test_dropout_masks_drawn_flat_are_flax_masks(monkeypatch):
+  """models.Dropout draws each mask flat (faster to compile): the outputs in
+  training, so the masks, are bitwise those with flax's nn.Dropout, in cnn5
+  and, for keys vmapped (seeds trained together), in a small module."""
+  model = models.cnn5(conv_dropout=(0.2, 0.5, 0.5), dense_dropout=0.5)
+  x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+  v = jax.jit(model.init)(jax.random.key(1), x)
+  keys = jax.random.split(jax.random.key(2), 3)
+  xy = (x[:, :8, :8], x[:, 0, 0])
+
+  def outputs(keys):
+    vmapped = jax.vmap(lambda k: _TwoDropouts().apply(
+        {}, *xy, rngs={'dropout': k}))(keys)
+    return vmapped, model.apply(v, x, train=True, rngs={'dropout': keys[0]})
+  # A new function each time: jit would reuse the first trace of `outputs`.
+  ours = jax.jit(lambda k: outputs(k))(keys)
+  assert models.Dropout(1.0).apply({}, x, deterministic=False).sum() == 0
+  monkeypatch.setattr(models, 'Dropout', nn.Dropout)
+  theirs = jax.jit(lambda k: outputs(k))(keys)
+  jax.tree.map(np.testing.assert_array_equal, ours, theirs)
+  assert not np.array_equal(ours[1], jax.jit(model.apply)(v, x))  # Masked.
+  assert not np.array_equal(*ours[0][0][:2])  # A mask per key.
 
 
 def test_dropout_only_in_training():
