@@ -12,6 +12,7 @@ from cifar_flax import initializers
 from cifar_flax import models
 from configs import default
 from configs import fast
+import conftest
 
 
 def _count(model):
@@ -38,7 +39,7 @@ def test_keras_init_and_forward():
   config = default.get_config()
   config.model = 'cnn5'
   model = models.create_model(config, 100)
-  x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
+  x = conftest.normal(1, (4, 32, 32, 3))
   variables = model.init(jax.random.key(0), x)
   for name, layer in variables['params'].items():
     assert not np.any(layer['bias']), name  # Zero biases.
@@ -82,7 +83,7 @@ def test_dropout_masks_drawn_flat_are_flax_masks(monkeypatch):
   training, so the masks, are bitwise those with flax's nn.Dropout, in cnn5
   and, for keys vmapped (seeds trained together), in a small module."""
   model = models.cnn5(conv_dropout=(0.2, 0.5, 0.5), dense_dropout=0.5)
-  x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+  x = conftest.normal(0, (2, 32, 32, 3))
   v = jax.jit(model.init)(jax.random.key(1), x)
   keys = jax.random.split(jax.random.key(2), 3)
   xy = (x[:, :8, :8], x[:, 0, 0])
@@ -125,7 +126,7 @@ def test_activation_and_bf16(activation):
   config.dtype = 'bfloat16'
   model = models.create_model(config, 100)
   assert model.activation is models.ACTIVATIONS[activation]
-  x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+  x = conftest.normal(1, (2, 32, 32, 3))
   v = model.init(jax.random.key(0), x)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(v))
   assert model.apply(v, x).dtype == jnp.float32
@@ -157,7 +158,7 @@ def test_max_pool_implementations_train_alike(name):
   config = default.get_config()
   config.model = name
   config.fastnet.widths = (8, 8, 8)
-  x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
+  x = conftest.normal(1, (4, 32, 32, 3))
   out = {}
   for impl in models.MAX_POOLS:
     config.max_pool = impl
@@ -199,7 +200,7 @@ def test_padded_input_channels_change_nothing(dtype):
   gradients (cnn5 here; the first conv of cnn9 is built the same way)."""
   config = default.get_config()
   config.model, config.dtype = 'cnn5', dtype
-  x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
+  x = conftest.normal(1, (4, 32, 32, 3))
   out = {}
   for pad in (0, 8):
     config.pad_input_channels = pad
@@ -229,8 +230,8 @@ def test_im2col_conv_is_the_conv(shape, window, padding):
   """models.im2col_conv: lax.conv_general_dilated's values and gradients
   (input and kernel) within float rounding; other convs are refused."""
   layout = ('NHWC', 'HWIO', 'NHWC')
-  x = jax.random.normal(jax.random.key(0), shape)
-  k = jax.random.normal(jax.random.key(1), window + (shape[-1], 4))
+  x = conftest.normal(0, shape)
+  k = conftest.normal(1, window + (shape[-1], 4))
   theirs = lambda x, k: jax.lax.conv_general_dilated(
       x, k, (1, 1), padding, dimension_numbers=layout)
   ours = lambda x, k: models.im2col_conv(
@@ -238,7 +239,7 @@ def test_im2col_conv_is_the_conv(shape, window, padding):
           x.shape, k.shape, layout))
   y = theirs(x, k)
   np.testing.assert_allclose(ours(x, k), y, rtol=1e-5, atol=1e-5)
-  dy = jax.random.normal(jax.random.key(2), y.shape)
+  dy = conftest.normal(2, y.shape)
   grad = lambda f: jax.grad(lambda x, k: (f(x, k) * dy).sum(), (0, 1))(x, k)
   for a, b in zip(grad(ours), grad(theirs)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
@@ -259,7 +260,7 @@ def test_first_conv_im2col_changes_nothing(dtype):
   within float rounding (cnn5; cnn9 is built the same way)."""
   config = default.get_config()
   config.dtype = dtype
-  x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
+  x = conftest.normal(1, (4, 32, 32, 3))
   short = {'float32': 'f32', 'bfloat16': 'bf16'}[dtype]
   out = {}
   for flag in (False, True):
@@ -290,8 +291,8 @@ def test_relu_grad_from_output_is_jax_relu_bitwise(dtype):
   sub = float(jnp.finfo(dtype).smallest_subnormal)
   x = jnp.array([0.0, -0.0, np.nan, np.inf, -np.inf, tiny, -tiny, sub, -sub,
                  1.5, -2.0], dtype)
-  x = jnp.concatenate([x, jax.random.normal(jax.random.key(0), (64,), dtype)])
-  g = jax.random.normal(jax.random.key(1), x.shape, dtype)
+  x = jnp.concatenate([x, conftest.normal(0, (64,), dtype)])
+  g = conftest.normal(1, x.shape, dtype)
   bits = lambda a: np.asarray(a).view(f'u{a.dtype.itemsize}')
   for f in (lambda a: a, jax.jit):
     ours = jax.vjp(f(models.relu_grad_from_output), x)
@@ -306,8 +307,8 @@ def _mask_reads(relu):
   'add' (the relu's input, conv plus bias) or 'maximum' (its output)."""
   conv = lambda a, k: jax.lax.conv_general_dilated(
       a, k, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
-  w2 = jax.random.normal(jax.random.key(1), (3, 3, 4, 4))
+  x = conftest.normal(0, (2, 8, 8, 3))
+  w2 = conftest.normal(1, (3, 3, 4, 4))
   loss = lambda w: (conv(relu(conv(x, w) + 1.0), w2) ** 2).sum()
   hlo = jax.jit(jax.grad(loss)).lower(jnp.ones((3, 3, 3, 4))).compile(
       ).as_text()
@@ -332,7 +333,7 @@ def test_relu_grad_from_output_changes_nothing(dtype):
   (cnn5, with dropout); ELU ignores it."""
   config = default.get_config()
   config.model, config.dtype = 'cnn5', dtype
-  x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
+  x = conftest.normal(1, (4, 32, 32, 3))
   out = {}
   for flag in (False, True):
     config.relu_grad_from_output = flag
