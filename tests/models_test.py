@@ -164,7 +164,7 @@ def test_max_pool_implementations_train_alike(name):
     config.max_pool = impl
     model = models.create_model(config, 10)
     assert model.max_pool is models.MAX_POOLS[impl]
-    v = model.init(jax.random.key(0), x)
+    v = jax.jit(model.init)(jax.random.key(0), x)
     # Only flax's nn.max_pool is a reduce_window (the config picks it).
     forward = str(jax.make_jaxpr(lambda v, model=model: model.apply(v, x))(v))
     assert ('reduce_window_max' in forward) == (impl == 'reduce_window')
@@ -174,7 +174,7 @@ def test_max_pool_implementations_train_alike(name):
                               rngs={'dropout': jax.random.key(2)},
                               mutable=['batch_stats'])
       return logits.sum()
-    out[impl] = jax.value_and_grad(loss)(v['params'])
+    out[impl] = jax.jit(jax.value_and_grad(loss))(v['params'])
   for impl in ('fused', 'fused_select'):
     np.testing.assert_array_equal(out[impl][0], out['reduce_window'][0])
     jax.tree.map(np.testing.assert_array_equal, out[impl][1],
@@ -205,11 +205,11 @@ def test_padded_input_channels_change_nothing(dtype):
   for pad in (0, 8):
     config.pad_input_channels = pad
     model = models.create_model(config, 10)
-    v = model.init(jax.random.key(0), x)
+    v = jax.jit(model.init)(jax.random.key(0), x)
     loss = lambda params, model=model: model.apply(
         {'params': params}, x, train=True,
         rngs={'dropout': jax.random.key(2)}).sum()
-    out[pad] = (v['params'], *jax.value_and_grad(loss)(v['params']))
+    out[pad] = (v['params'], *jax.jit(jax.value_and_grad(loss))(v['params']))
     # The first conv really sees 8 channels (or the 3 given).
     jaxpr = str(jax.make_jaxpr(loss)(v['params']))
     short = {'float32': 'f32', 'bfloat16': 'bf16'}[dtype]
