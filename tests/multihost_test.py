@@ -35,7 +35,8 @@ def _results(workdir):
 def test_two_processes_equal_one_process_with_two_devices(tmp_path,
                                                           fake_data_dir):
   base = dict(os.environ, JAX_PLATFORMS='cpu')
-  common = [f'--config.data_dir={fake_data_dir}']
+  common = [f'--config.data_dir={fake_data_dir}',
+            '--config.train_subset=100']  # 80 training, 20 validation.
   port = _free_port()
   multi = str(tmp_path / 'multi')
   env = dict(base, JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo')
