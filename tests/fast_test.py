@@ -86,9 +86,9 @@ def test_fastnet_batch_norm_updates_in_training_only():
   assert all(np.isfinite(p).all() for p in jax.tree.leaves(new.params))
   # Evaluation normalises with the running statistics: an image's loss does
   # not depend on the rest of its batch, and other statistics change it.
-  evaluate = jax.jit(lambda s, b: train.eval_step(
+  eval_step = jax.jit(lambda s, b: train.eval_step(
       s, b, mean=jnp.full(3, 0.5), aug_config=config.augment))
-  loss = lambda s, b: float(evaluate(s, b).compute()['loss'])
+  loss = lambda s, b: float(eval_step(s, b).compute()['loss'])
   alone = [loss(new, jax.tree.map(lambda a, i=i: a[i:i + 1], batch))
            for i in range(len(batch['label']))]
   assert loss(new, batch) == pytest.approx(np.mean(alone), rel=1e-5)
